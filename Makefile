@@ -1,0 +1,73 @@
+# Turnus -- development tasks
+#
+#   make test        install into .venv and run the whole test suite
+#                    (SQLite; for PostgreSQL set TRYTOND_DATABASE_URI and
+#                    DB_NAME, see tests/run_tests.py)
+#   make demo        install, create/update the SQLite demo database
+#                    "demo" (admin/admin) with demo data, install the web
+#                    client and serve it on http://localhost:8000/
+#   make demo-db     the same without starting the servers
+#   make demo-data   (re)load the demo data (idempotent)
+#   make demo-reset  delete the demo database (next "make demo" recreates it)
+#   make clean       delete .venv and var/
+
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.turnus-installed
+# npm version range of the web client (Tryton 8.0 LTS series)
+SAO_VERSION ?= 8.0
+SAO_DIR := var/sao/package
+SAO_STAMP := var/sao/.installed
+DEMO_DB ?= demo
+TEST_ARGS ?=
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv test sao demo demo-db demo-data demo-reset clean
+
+help:
+	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+
+# The virtual environment with both modules installed in editable mode.
+# Reinstalled when the distribution metadata changes.
+$(VENV_STAMP): setup.cfg pyproject.toml
+	test -x $(VENV_BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(VENV_BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV_STAMP)
+
+test: $(VENV_STAMP)
+	$(VENV_BIN)/python tests/run_tests.py $(TEST_ARGS)
+
+# The web client (sao): the npm package ships the built dist/, its
+# runtime libraries come from npm install.
+$(SAO_STAMP):
+	rm -rf var/sao
+	mkdir -p var/sao
+	cd var/sao && tarball=$$(npm pack --silent 'tryton-sao@$(SAO_VERSION)') \
+		&& tar -xzf "$$tarball" && rm -f "$$tarball"
+	cd $(SAO_DIR) && npm install --omit=dev --legacy-peer-deps \
+		--no-audit --no-fund --loglevel=error
+	touch $@
+
+sao: $(SAO_STAMP)
+
+demo-db: $(VENV_STAMP) $(SAO_STAMP)
+	DEMO_DB=$(DEMO_DB) VENV=$(VENV) scripts/demo.sh setup
+
+demo-data: $(VENV_STAMP)
+	DEMO_DB=$(DEMO_DB) VENV=$(VENV) scripts/demo.sh data
+
+demo: $(VENV_STAMP) $(SAO_STAMP)
+	DEMO_DB=$(DEMO_DB) VENV=$(VENV) scripts/demo.sh setup serve
+
+demo-reset:
+	rm -f var/db/$(DEMO_DB).sqlite var/db/$(DEMO_DB).sqlite-shm \
+		var/db/$(DEMO_DB).sqlite-wal var/db/$(DEMO_DB).data-loaded
+
+clean:
+	rm -rf $(VENV) var

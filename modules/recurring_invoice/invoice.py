@@ -1,0 +1,93 @@
+# This file is part of Turnus.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+from trytond.model import Unique, fields
+from trytond.pool import PoolMeta
+from trytond.pyson import Eval, If
+
+
+class Invoice(metaclass=PoolMeta):
+    __name__ = 'account.invoice'
+
+    subscription = fields.Many2One(
+        'sale.subscription', "Contract", readonly=True, ondelete='RESTRICT',
+        states={
+            'invisible': ~Eval('subscription'),
+            },
+        help="The contract that generated the invoice.")
+    subscription_period_start = fields.Date(
+        "Service Period Start", readonly=True,
+        states={
+            'invisible': ~Eval('subscription'),
+            })
+    subscription_period_end = fields.Date(
+        "Service Period End", readonly=True,
+        states={
+            'invisible': ~Eval('subscription'),
+            })
+    contact = fields.Many2One(
+        'party.contact_mechanism', "Contact",
+        context={
+            'company': Eval('company', -1),
+            },
+        search_context={
+            'related_party': Eval('party'),
+            },
+        depends={'company'},
+        states={
+            'readonly': Eval('state') != 'draft',
+            'invisible': Eval('type') != 'out',
+            },
+        help="The contact person of the customer for the invoice.")
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_constraints += [
+            ('subscription_period_unique',
+                Unique(t, t.subscription, t.subscription_period_start),
+                'recurring_invoice.msg_invoice_subscription_period_unique'),
+            ]
+
+    @classmethod
+    def copy(cls, invoices, default=None):
+        default = default.copy() if default is not None else {}
+        default.setdefault('subscription', None)
+        default.setdefault('subscription_period_start', None)
+        default.setdefault('subscription_period_end', None)
+        return super().copy(invoices, default=default)
+
+
+class InvoiceLine(metaclass=PoolMeta):
+    __name__ = 'account.invoice.line'
+
+    service_start_date = fields.Date(
+        "Service Start",
+        domain=[
+            If(Eval('service_start_date') & Eval('service_end_date'),
+                ('service_start_date', '<=', Eval('service_end_date')),
+                ()),
+            ],
+        states={
+            'readonly': Eval('invoice_state') != 'draft',
+            'invisible': Eval('type') != 'line',
+            },
+        help="The first day of the service period the line bills.")
+    service_end_date = fields.Date(
+        "Service End",
+        domain=[
+            If(Eval('service_start_date') & Eval('service_end_date'),
+                ('service_end_date', '>=', Eval('service_start_date')),
+                ()),
+            ],
+        states={
+            'readonly': Eval('invoice_state') != 'draft',
+            'invisible': Eval('type') != 'line',
+            },
+        help="The last day of the service period the line bills.")
+
+    def _credit(self):
+        line = super()._credit()
+        line.service_start_date = self.service_start_date
+        line.service_end_date = self.service_end_date
+        return line

@@ -1,0 +1,824 @@
+# This file is part of Turnus.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+import datetime as dt
+import logging
+from collections import defaultdict
+from decimal import Decimal
+
+from sql import Null
+
+from trytond import backend
+from trytond.i18n import gettext
+from trytond.model import Index, ModelView, Workflow, fields
+from trytond.model.exceptions import AccessError
+from trytond.modules.account_product.exceptions import AccountError
+from trytond.pool import Pool, PoolMeta
+from trytond.pyson import Bool, Eval, If
+from trytond.tools import grouped_slice
+from trytond.transaction import Transaction, without_check_access
+from trytond.wizard import Button, StateTransition, StateView, Wizard
+
+from .exceptions import (
+    ActivationError, RecurrenceLockedError, SetupRecurrenceError)
+from .recurrence import MONTHS, PRESETS, to_datetime
+
+logger = logging.getLogger(__name__)
+
+# Contracts handled in one transaction by the nightly run
+BATCH_SIZE = 100
+LOCKED_FIELDS = {
+    'invoice_recurrence', 'invoice_timing', 'catch_up', 'start_date',
+    'invoice_start_date'}
+LOCKED_LINE_FIELDS = {'consumption_recurrence', 'start_date'}
+
+
+class Subscription(metaclass=PoolMeta):
+    __name__ = 'sale.subscription'
+
+    invoice_timing = fields.Selection([
+            ('advance', "In Advance"),
+            ('arrears', "In Arrears"),
+            ], "Invoice Timing", required=True,
+        states={
+            'readonly': (Eval('state') != 'draft') | Eval('recurring_locked'),
+            },
+        help="In advance: the invoice is dated on the first day of the "
+        "service period.\n"
+        "In arrears: the invoice is dated the day after the service "
+        "period ends.")
+    catch_up = fields.Boolean(
+        "Catch Up",
+        states={
+            'readonly': (Eval('state') != 'draft') | Eval('recurring_locked'),
+            },
+        help="If checked, every period since the start date is invoiced.\n"
+        "Otherwise nothing is invoiced for dates up to the activation day.")
+    activation_date = fields.Date(
+        "Activation Date", readonly=True,
+        help="The day the contract was activated; "
+        "the start date rules count from it.")
+    invoice_prolog = fields.Text(
+        "Invoice Prolog",
+        help="The text printed on the invoices before the lines.")
+    invoice_epilog = fields.Text(
+        "Invoice Epilog",
+        help="The text printed on the invoices after the lines.")
+    recurring_locked = fields.Function(
+        fields.Boolean("Recurrence Locked"), 'get_recurring_locked')
+    invoice_error = fields.Text(
+        "Invoicing Error", readonly=True,
+        states={
+            'invisible': ~Eval('invoice_error'),
+            },
+        help="Why the last nightly run could not invoice the contract.")
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_indexes.add(
+            Index(
+                t,
+                (t.next_invoice_date, Index.Range()),
+                (t.company, Index.Equality()),
+                where=t.state.in_(['running', 'closed'])
+                & (t.next_invoice_date != Null)))
+        # A draft contract may wait for the recurrence wizard
+        cls.invoice_recurrence.required = False
+        cls.invoice_recurrence.states = {
+            'readonly': (Eval('state') != 'draft') | Eval('recurring_locked'),
+            'required': Eval('state').in_(['quotation', 'running']),
+            }
+        for name in ['start_date', 'invoice_start_date']:
+            field = getattr(cls, name)
+            field.states = field.states.copy()
+            field.states['readonly'] |= Eval('recurring_locked', False)
+        cls._buttons.update({
+                'setup_recurrence': {
+                    'invisible': Eval('state') != 'draft',
+                    'readonly': Eval('recurring_locked', False),
+                    'icon': 'tryton-launch',
+                    'depends': ['state', 'recurring_locked'],
+                    },
+                })
+
+    @classmethod
+    def default_invoice_timing(cls):
+        return 'advance'
+
+    @classmethod
+    def default_catch_up(cls):
+        return False
+
+    @classmethod
+    def get_recurring_locked(cls, subscriptions, name):
+        invoiced = cls._invoiced(subscriptions)
+        return {s.id: s.id in invoiced for s in subscriptions}
+
+    @classmethod
+    def _invoiced(cls, subscriptions):
+        "Return the ids of the subscriptions with a generated invoice"
+        pool = Pool()
+        Invoice = pool.get('account.invoice')
+        invoiced = set()
+        ids = [s.id for s in subscriptions if s.id is not None and s.id >= 0]
+        for sub_ids in grouped_slice(ids, backend.MAX_QUERY_PARAMS):
+            with without_check_access():
+                invoices = Invoice.search([
+                        ('subscription', 'in', list(sub_ids)),
+                        ])
+            invoiced.update(i.subscription.id for i in invoices)
+        return invoiced
+
+    @classmethod
+    def copy(cls, subscriptions, default=None):
+        default = default.copy() if default is not None else {}
+        default.setdefault('activation_date', None)
+        default.setdefault('invoice_error', None)
+        return super().copy(subscriptions, default=default)
+
+    @classmethod
+    def check_modification(
+            cls, mode, subscriptions, values=None, external=False):
+        super().check_modification(
+            mode, subscriptions, values=values, external=external)
+        if mode == 'write' and (values.keys() & LOCKED_FIELDS):
+            invoiced = cls._invoiced(subscriptions)
+            for subscription in subscriptions:
+                if subscription.id in invoiced:
+                    changed = sorted(values.keys() & LOCKED_FIELDS)
+                    raise RecurrenceLockedError(gettext(
+                            'recurring_invoice.msg_subscription_locked',
+                            subscription=subscription.rec_name,
+                            fields=', '.join(
+                                cls.__names__(f)['field'] for f in changed)))
+
+    @classmethod
+    def validate_invoice_recurrence(cls, subscriptions, field_names=None):
+        super().validate_invoice_recurrence(
+            [s for s in subscriptions if s.invoice_recurrence],
+            field_names=field_names)
+
+    # Service periods
+    #
+    # The invoice recurrence, anchored on the start date, gives the first
+    # day of each service period.  A period ends the day before the next
+    # step of the rhythm without its month restriction (so a seasonal
+    # period lasts one interval) and never after the end date.
+
+    def _rrulesets(self):
+        start = to_datetime(self.start_date)
+        return (
+            self.invoice_recurrence.rruleset(start),
+            self.invoice_recurrence.period_rruleset(start))
+
+    def get_period(self, start, rrulesets=None):
+        "Return the end and the unbounded end of the period starting at start"
+        _, period_set = rrulesets or self._rrulesets()
+        following = period_set.after(to_datetime(start))
+        full_end = (following.date() - dt.timedelta(days=1)
+            if following else dt.date.max)
+        end = full_end
+        if self.end_date:
+            end = min(end, self.end_date)
+        return end, full_end
+
+    def get_period_invoice_date(self, start, rrulesets=None):
+        if self.invoice_timing == 'arrears':
+            end, _ = self.get_period(start, rrulesets)
+            if end == dt.date.max:
+                return None
+            return end + dt.timedelta(days=1)
+        return start
+
+    def get_period_start(self, invoice_date, rrulesets=None):
+        "Return the first day of the period invoiced on invoice_date"
+        rruleset, _ = rrulesets or self._rrulesets()
+        if self.invoice_timing == 'arrears':
+            return rruleset.before(to_datetime(invoice_date)).date()
+        return invoice_date
+
+    def get_next_period_start(self, start, rrulesets=None):
+        rruleset, _ = rrulesets or self._rrulesets()
+        following = rruleset.after(to_datetime(start))
+        if following:
+            following = following.date()
+            if not self.end_date or following <= self.end_date:
+                return following
+
+    def iter_invoice_periods(self, rrulesets=None):
+        """Yield (invoice date, period start, period end, unbounded end)
+        from the start date on"""
+        rrulesets = rrulesets or self._rrulesets()
+        rruleset, _ = rrulesets
+        start = rruleset.after(to_datetime(self.start_date), inc=True)
+        start = start.date() if start else None
+        if self.end_date and start and start > self.end_date:
+            start = None
+        while start:
+            end, full_end = self.get_period(start, rrulesets)
+            invoice_date = self.get_period_invoice_date(start, rrulesets)
+            if not invoice_date:
+                break
+            yield invoice_date, start, end, full_end
+            start = self.get_next_period_start(start, rrulesets)
+
+    def compute_next_invoice_date(self):
+        """Return the first invoice date allowed by the start date rules
+
+        Without catch up, invoice dates up to the activation day count as
+        already invoiced."""
+        pool = Pool()
+        Date = pool.get('ir.date')
+        if not self.invoice_recurrence or not self.start_date:
+            return None
+        activation_date = self.activation_date or Date.today()
+        for invoice_date, *_ in self.iter_invoice_periods():
+            if self.catch_up or invoice_date > activation_date:
+                return invoice_date
+
+    def get_preview(self, count=12):
+        "Return the next count invoice periods"
+        if self.state == 'running' and self.next_invoice_date:
+            rrulesets = self._rrulesets()
+            first = self.next_invoice_date
+        else:
+            rrulesets = None
+            first = self.compute_next_invoice_date()
+        periods = []
+        if first:
+            for period in self.iter_invoice_periods(rrulesets):
+                if period[0] >= first:
+                    periods.append(period)
+                    if len(periods) >= count:
+                        break
+        return periods
+
+    def get_due_invoice_periods(self, date, rrulesets=None):
+        """Return the periods to invoice up to date and move
+        next_invoice_date after them"""
+        rrulesets = rrulesets or self._rrulesets()
+        periods = []
+        while self.next_invoice_date and self.next_invoice_date <= date:
+            invoice_date = self.next_invoice_date
+            start = self.get_period_start(invoice_date, rrulesets)
+            end, full_end = self.get_period(start, rrulesets)
+            periods.append((invoice_date, start, end, full_end))
+            start = self.get_next_period_start(start, rrulesets)
+            next_date = (self.get_period_invoice_date(start, rrulesets)
+                if start else None)
+            assert not next_date or next_date > invoice_date
+            self.next_invoice_date = next_date
+        return periods
+
+    # Activation
+
+    @classmethod
+    def check_recurrence(cls, subscriptions):
+        for subscription in subscriptions:
+            if not subscription.invoice_recurrence:
+                raise ActivationError(gettext(
+                        'recurring_invoice.msg_subscription_no_recurrence',
+                        subscription=subscription.rec_name))
+
+    @classmethod
+    def check_activation(cls, subscriptions):
+        pool = Pool()
+        Rate = pool.get('currency.currency.rate')
+        cls.check_recurrence(subscriptions)
+        currencies = set()
+        for subscription in subscriptions:
+            name = subscription.rec_name
+            if not subscription.lines:
+                raise ActivationError(gettext(
+                        'recurring_invoice.msg_subscription_no_lines',
+                        subscription=name))
+            if (subscription.end_date
+                    and subscription.start_date > subscription.end_date):
+                raise ActivationError(gettext(
+                        'recurring_invoice.msg_subscription_dates',
+                        subscription=name))
+            party = subscription.invoice_party or subscription.party
+            if not (subscription.invoice_address
+                    or party.address_get(type='invoice')):
+                raise ActivationError(gettext(
+                        'recurring_invoice.msg_subscription_no_invoice_address',
+                        subscription=name, party=party.rec_name))
+            for line in subscription.lines:
+                if line.unit_price is None:
+                    raise ActivationError(gettext(
+                            'recurring_invoice.msg_subscription_line_no_price',
+                            subscription=name, line=line.rec_name))
+                product = line.service.product
+                with Transaction().set_context(
+                        company=subscription.company.id):
+                    try:
+                        account = product.account_revenue_used
+                    except AccountError:
+                        account = None
+                if not account:
+                    raise ActivationError(gettext(
+                            'recurring_invoice'
+                            '.msg_subscription_line_no_account',
+                            subscription=name, product=product.rec_name))
+                if account.company != subscription.company:
+                    raise ActivationError(gettext(
+                            'recurring_invoice.msg_subscription_company',
+                            subscription=name, product=product.rec_name,
+                            company=subscription.company.rec_name))
+            if subscription.currency != subscription.company.currency:
+                currencies.add(
+                    (subscription.currency, subscription.company, name))
+        for currency, company, name in currencies:
+            if not Rate.search([('currency', '=', currency.id)], limit=1):
+                raise ActivationError(gettext(
+                        'recurring_invoice.msg_subscription_currency',
+                        subscription=name, currency=currency.rec_name,
+                        company=company.rec_name))
+
+    @classmethod
+    @ModelView.button
+    @Workflow.transition('quotation')
+    def quote(cls, subscriptions):
+        cls.check_recurrence(subscriptions)
+        super().quote(subscriptions)
+
+    @classmethod
+    @ModelView.button
+    @Workflow.transition('running')
+    def run(cls, subscriptions):
+        pool = Pool()
+        Date = pool.get('ir.date')
+        cls.check_activation(subscriptions)
+        today = Date.today()
+        invoiced = cls._invoiced(subscriptions)
+        for subscription in subscriptions:
+            if subscription.id in invoiced:
+                continue
+            # Not invoiced yet: the start date rules apply from today
+            subscription.activation_date = today
+            subscription.next_invoice_date = (
+                subscription.compute_next_invoice_date())
+            subscription.init_consumption_dates()
+        super().run(subscriptions)
+
+    def init_consumption_dates(self):
+        "Make the lines consume from the first period to invoice on"
+        if not self.next_invoice_date:
+            return
+        first = self.get_period_start(self.next_invoice_date)
+        for line in self.lines:
+            line.next_consumption_date = None
+            line.consumed_until = None
+            if not line.consumption_recurrence:
+                continue
+            if first > line.start_date:
+                line.consumed_until = first - dt.timedelta(days=1)
+            line.next_consumption_date = line.compute_next_consumption_date(
+                from_date=max(first, line.start_date))
+
+    @classmethod
+    @ModelView.button_action(
+        'recurring_invoice.wizard_subscription_setup_recurrence')
+    def setup_recurrence(cls, subscriptions):
+        pass
+
+    # Nightly run
+
+    @classmethod
+    def generate_invoice(cls, date=None):
+        "Core entry point: use the exactly-once pipeline"
+        cls.generate_recurring_invoices(date=date)
+
+    @classmethod
+    def generate_recurring_invoices(cls, date=None):
+        """Create every invoice due on or before date (default: today)
+
+        Contracts are processed in slices, each one in its own transaction
+        that locks its contracts, so a rerun or a concurrent run creates
+        nothing twice."""
+        pool = Pool()
+        Date = pool.get('ir.date')
+        if date is None:
+            date = Date.today()
+        company_id = Transaction().context.get('company') or -1
+        subscriptions = cls.search([
+                ('state', 'in', ['running', 'closed']),
+                ('next_invoice_date', '<=', date),
+                ('company', '=', company_id),
+                ], order=[('id', 'ASC')])
+        for sub_ids in grouped_slice(
+                list(map(int, subscriptions)), BATCH_SIZE):
+            cls._generate_recurring_invoices_slice(list(sub_ids), date)
+
+    @classmethod
+    def _generate_recurring_invoices_slice(cls, ids, date):
+        transaction = Transaction()
+        try:
+            with transaction.new_transaction(
+                    _lock_records={cls._table: ids}):
+                subscriptions = cls._due(cls.browse(ids), date)
+                cls.create_recurring_invoices(subscriptions, date)
+        except backend.DatabaseOperationalError:
+            # Locked: another process is invoicing these contracts
+            logger.info(
+                "skip %d subscriptions locked by another process", len(ids))
+        except Exception as exception:
+            if len(ids) > 1:
+                # Invoice the others and find the failing ones
+                for id_ in ids:
+                    cls._generate_recurring_invoices_slice([id_], date)
+            else:
+                cls._record_invoice_error(ids[0], date, exception)
+
+    @classmethod
+    def _due(cls, subscriptions, date):
+        return [s for s in subscriptions
+            if s.state in {'running', 'closed'}
+            and s.next_invoice_date and s.next_invoice_date <= date]
+
+    @classmethod
+    def _record_invoice_error(cls, id_, date, exception):
+        with Transaction().new_transaction():
+            subscription = cls(id_)
+            if not cls._due([subscription], date):
+                # Invoiced meanwhile by a concurrent run
+                return
+            logger.info(
+                "invoicing subscription %d failed", id_, exc_info=True)
+            message = getattr(exception, 'message', None) or str(exception)
+            cls.write([subscription], {'invoice_error': message})
+
+    @classmethod
+    def create_recurring_invoices(cls, subscriptions, date):
+        "Create the invoices due on or before date for the subscriptions"
+        pool = Pool()
+        Invoice = pool.get('account.invoice')
+        Consumption = pool.get('sale.subscription.line.consumption')
+        Line = pool.get('sale.subscription.line')
+
+        periods = {}
+        for subscription in subscriptions:
+            periods[subscription] = subscription.get_due_invoice_periods(date)
+        if not periods:
+            return []
+
+        max_end = max(
+            (p[2] for ps in periods.values() for p in ps),
+            default=dt.date.min)
+        pending = defaultdict(list)
+        for sub_ids in grouped_slice(
+                [s.id for s in subscriptions], backend.MAX_QUERY_PARAMS):
+            for consumption in Consumption.search([
+                        ('invoice_line', '=', None),
+                        ('line.subscription', 'in', list(sub_ids)),
+                        ('date', '<=', max_end),
+                        ], order=[('date', 'ASC'), ('id', 'ASC')]):
+                pending[consumption.line.subscription].append(consumption)
+
+        invoices, consumptions, lines = [], [], []
+        for subscription, sub_periods in periods.items():
+            remaining = pending[subscription]
+            for invoice_date, start, end, full_end in sub_periods:
+                for line in subscription.lines:
+                    remaining.extend(line.consume_until(end))
+                to_invoice = [c for c in remaining if c.date <= end]
+                remaining = [c for c in remaining if c.date > end]
+                if not to_invoice:
+                    continue
+                invoice = subscription._get_recurring_invoice(
+                    invoice_date, start, end)
+                product_lines, grouped = Consumption.get_invoice_lines(
+                    to_invoice, invoice)
+                for line in product_lines:
+                    subscription._set_invoice_line_period(
+                        line, start, end, full_end)
+                invoice_lines = (
+                    subscription._get_prolog_lines(invoice) + product_lines)
+                for sequence, line in enumerate(invoice_lines, 1):
+                    line.sequence = sequence
+                invoice.lines = invoice_lines
+                invoices.append(invoice)
+                for line, line_consumptions in zip(product_lines, grouped):
+                    for consumption in line_consumptions:
+                        consumption.invoice_line = line
+                        consumptions.append(consumption)
+            lines.extend(subscription.lines)
+            subscription.invoice_error = None
+
+        Invoice.save(invoices)
+        Consumption.save(consumptions)
+        Invoice.update_taxes(invoices)
+        Line.save(lines)
+        cls.save(subscriptions)
+        cls.close([s for s in subscriptions
+                if s.state == 'running' and not s.next_invoice_date])
+        return invoices
+
+    def _get_recurring_invoice(self, invoice_date, start, end):
+        invoice = self._get_invoice()
+        invoice.invoice_date = invoice_date
+        invoice.subscription = self
+        invoice.subscription_period_start = start
+        invoice.subscription_period_end = end
+        invoice.contact = self.contact
+        invoice.comment = self.invoice_epilog
+        return invoice
+
+    def _get_prolog_lines(self, invoice):
+        pool = Pool()
+        InvoiceLine = pool.get('account.invoice.line')
+        if not self.invoice_prolog:
+            return []
+        return [InvoiceLine(
+                invoice=invoice, type='comment',
+                description=self.invoice_prolog)]
+
+    def _set_invoice_line_period(self, line, start, end, full_end):
+        pool = Pool()
+        Lang = pool.get('ir.lang')
+        party = self.invoice_party or self.party
+        lang = Lang.get(party.lang.code if party.lang else None)
+        subscription_line = line.origin
+        line_end = end
+        if subscription_line.end_date:
+            line_end = min(line_end, subscription_line.end_date)
+        line.service_start_date = max(start, subscription_line.start_date)
+        line.service_end_date = line_end
+        with Transaction().set_context(language=lang.code):
+            period = gettext('recurring_invoice.msg_service_period',
+                start=lang.strftime(line.service_start_date),
+                end=lang.strftime(line.service_end_date))
+        line.description = '\n'.join(filter(None, [line.description, period]))
+        template = subscription_line.service.product.template
+        if (template.subscription_prorate
+                and subscription_line.consumption_recurrence
+                == self.invoice_recurrence
+                and line_end < full_end):
+            full = (full_end - start).days + 1
+            days = (line_end - line.service_start_date).days + 1
+            digits = line.__class__.unit_price.digits[1]
+            line.unit_price = (line.unit_price * Decimal(days) / Decimal(full)
+                ).quantize(Decimal(1).scaleb(-digits))
+
+
+class Line(metaclass=PoolMeta):
+    __name__ = 'sale.subscription.line'
+
+    def compute_next_consumption_date(self, from_date=None):
+        if from_date is None:
+            return super().compute_next_consumption_date()
+        if not self.consumption_recurrence:
+            return None
+        rruleset = self.consumption_recurrence.rruleset(
+            to_datetime(self.start_date))
+        next_date = rruleset.after(to_datetime(from_date), inc=True)
+        if next_date:
+            next_date = next_date.date()
+            for end_date in [self.end_date, self.subscription.end_date]:
+                if end_date and next_date > end_date:
+                    return None
+            return next_date
+
+    def consume_until(self, date):
+        "Return the consumptions up to date and move the next date after"
+        consumptions = []
+        while (self.next_consumption_date
+                and self.next_consumption_date <= date):
+            consumption = self.get_consumption(self.next_consumption_date)
+            if consumption:
+                consumptions.append(consumption)
+            self.next_consumption_date = self.compute_next_consumption_date()
+            if self.next_consumption_date:
+                self.consumed_until = (
+                    self.next_consumption_date - dt.timedelta(days=1))
+            else:
+                self.consumed_until = self.end_date or date
+        return consumptions
+
+    @classmethod
+    def check_modification(cls, mode, lines, values=None, external=False):
+        pool = Pool()
+        Subscription = pool.get('sale.subscription')
+        super().check_modification(
+            mode, lines, values=values, external=external)
+        if mode == 'write' and (values.keys() & LOCKED_LINE_FIELDS):
+            invoiced = Subscription._invoiced({l.subscription for l in lines})
+            for line in lines:
+                if line.subscription.id in invoiced:
+                    changed = sorted(values.keys() & LOCKED_LINE_FIELDS)
+                    raise RecurrenceLockedError(gettext(
+                            'recurring_invoice.msg_subscription_line_locked',
+                            line=line.rec_name,
+                            fields=', '.join(
+                                cls.__names__(f)['field'] for f in changed)))
+
+
+class SetupRecurrence(Wizard):
+    __name__ = 'sale.subscription.setup_recurrence'
+    start = StateView(
+        'sale.subscription.setup_recurrence.start',
+        'recurring_invoice.subscription_setup_recurrence_start_view_form', [
+            Button("Cancel", 'end', 'tryton-cancel'),
+            Button("Preview", 'preview', 'tryton-forward', default=True),
+            ])
+    preview = StateView(
+        'sale.subscription.setup_recurrence.preview',
+        'recurring_invoice.subscription_setup_recurrence_preview_view_form', [
+            Button("Back", 'start', 'tryton-back'),
+            Button("Apply", 'apply', 'tryton-ok', default=True),
+            ])
+    apply = StateTransition()
+
+    def default_start(self, fields):
+        pool = Pool()
+        Start = pool.get('sale.subscription.setup_recurrence.start')
+        subscription = self.record
+        values = {
+            'preset': 'monthly',
+            'interval': 1,
+            'months': [],
+            'invoice_timing': subscription.invoice_timing or 'advance',
+            'catch_up': bool(subscription.catch_up),
+            'start_date': subscription.start_date,
+            }
+        if subscription.invoice_recurrence:
+            values.update(Start.get_preset_values(
+                    subscription.invoice_recurrence))
+        return values
+
+    def check(self):
+        for subscription in self.records:
+            if subscription.state != 'draft' or subscription.recurring_locked:
+                raise SetupRecurrenceError(gettext(
+                        'recurring_invoice.msg_setup_recurrence_state',
+                        subscription=subscription.rec_name))
+        self.start.check()
+
+    def get_subscription(self):
+        "Return the first record with the recurrence not saved"
+        pool = Pool()
+        Subscription = pool.get('sale.subscription')
+        subscription = self.record
+        return Subscription(
+            state='draft',
+            next_invoice_date=None,
+            start_date=self.start.start_date,
+            end_date=subscription.end_date,
+            invoice_recurrence=self.start.get_rule_set(),
+            invoice_timing=self.start.invoice_timing,
+            catch_up=self.start.catch_up,
+            activation_date=None)
+
+    def default_preview(self, fields):
+        self.check()
+        subscription = self.get_subscription()
+        return {
+            'lines': [{
+                    'invoice_date': invoice_date,
+                    'period_start': start,
+                    'period_end': end,
+                    } for invoice_date, start, end, _
+                in subscription.get_preview(count=12)],
+            }
+
+    def transition_apply(self):
+        pool = Pool()
+        Subscription = pool.get('sale.subscription')
+        RuleSet = pool.get('sale.subscription.recurrence.rule.set')
+        Line = pool.get('sale.subscription.line')
+        self.check()
+        freq, interval, months = self.start.get_rule()
+        rule_set = RuleSet.find_or_create(freq, interval, months)
+        start_date = self.start.start_date
+        lines = []
+        for subscription in self.records:
+            for line in subscription.lines:
+                if (line.start_date == subscription.start_date
+                        or line.start_date < start_date):
+                    line.start_date = start_date
+                line.consumption_recurrence = rule_set
+                lines.append(line)
+            subscription.start_date = start_date
+            subscription.invoice_start_date = None
+            subscription.invoice_recurrence = rule_set
+            subscription.invoice_timing = self.start.invoice_timing
+            subscription.catch_up = self.start.catch_up
+        Subscription.save(self.records)
+        Line.save(lines)
+        return 'end'
+
+
+class SetupRecurrenceStart(ModelView):
+    __name__ = 'sale.subscription.setup_recurrence.start'
+
+    preset = fields.Selection([
+            ('weekly', "Weekly"),
+            ('every_n_weeks', "Every N Weeks"),
+            ('monthly', "Monthly"),
+            ('bimonthly', "Every 2 Months"),
+            ('quarterly', "Quarterly"),
+            ('half_yearly', "Half-Yearly"),
+            ('yearly', "Yearly"),
+            ('every_n_months', "Every N Months"),
+            ('seasonal', "Seasonal"),
+            ], "Rhythm", required=True, sort=False)
+    interval = fields.Integer(
+        "Interval",
+        states={
+            'invisible': ~Eval('preset').in_(
+                ['every_n_weeks', 'every_n_months']),
+            'required': Eval('preset').in_(
+                ['every_n_weeks', 'every_n_months']),
+            },
+        help="The number of weeks or months between two invoices.")
+    months = fields.MultiSelection(
+        MONTHS, "Months", sort=False,
+        states={
+            'invisible': Eval('preset') != 'seasonal',
+            'required': Eval('preset') == 'seasonal',
+            },
+        help="The months in which the service is provided and invoiced.")
+    invoice_timing = fields.Selection(
+        'get_invoice_timings', "Invoice Timing", required=True)
+    catch_up = fields.Boolean(
+        "Catch Up",
+        help="If checked, every period since the start date is invoiced.")
+    start_date = fields.Date(
+        "Start Date", required=True,
+        help="The first day of the first service period.")
+
+    @classmethod
+    def get_invoice_timings(cls):
+        pool = Pool()
+        Subscription = pool.get('sale.subscription')
+        return Subscription.fields_get(
+            ['invoice_timing'])['invoice_timing']['selection']
+
+    @classmethod
+    def get_preset_values(cls, rule_set):
+        "Return the wizard values that describe rule_set, if it is a preset"
+        if len(rule_set.rules) != 1:
+            return {}
+        rule, = rule_set.rules
+        if rule.exclusive or rule.freq not in {'weekly', 'monthly', 'yearly'}:
+            return {}
+        months = [str(m) for m in rule._bymonth or []]
+        if months and rule.freq == 'monthly' and rule.interval == 1:
+            return {'preset': 'seasonal', 'months': months}
+        if months:
+            return {}
+        for preset, (freq, interval) in PRESETS.items():
+            if preset != 'seasonal' and (freq, interval) == (
+                    rule.freq, rule.interval):
+                return {'preset': preset, 'interval': interval}
+        if rule.freq == 'weekly':
+            return {'preset': 'every_n_weeks', 'interval': rule.interval}
+        if rule.freq == 'monthly':
+            return {'preset': 'every_n_months', 'interval': rule.interval}
+        return {}
+
+    def check(self):
+        if self.preset in {'every_n_weeks', 'every_n_months'}:
+            if not self.interval or self.interval < 1:
+                raise SetupRecurrenceError(gettext(
+                        'recurring_invoice.msg_setup_recurrence_interval'))
+        if self.preset == 'seasonal' and not self.months:
+            raise SetupRecurrenceError(gettext(
+                    'recurring_invoice.msg_setup_recurrence_months'))
+
+    def get_rule(self):
+        "Return frequency, interval and months of the preset"
+        freq, interval = PRESETS[self.preset]
+        if interval is None:
+            interval = self.interval
+        months = self.months if self.preset == 'seasonal' else None
+        return freq, interval, months
+
+    def get_rule_set(self):
+        "Return an unsaved rule set for the preview"
+        pool = Pool()
+        RuleSet = pool.get('sale.subscription.recurrence.rule.set')
+        Rule = pool.get('sale.subscription.recurrence.rule')
+        freq, interval, months = self.get_rule()
+        return RuleSet(rules=[Rule(
+                    freq=freq, interval=interval, exclusive=False,
+                    byweekday=None, bymonthday=None, byyearday=None,
+                    byweekno=None, bysetpos=None, week_start_day=None,
+                    bymonth=','.join(sorted(months or [], key=int)) or None)])
+
+
+class SetupRecurrencePreview(ModelView):
+    __name__ = 'sale.subscription.setup_recurrence.preview'
+
+    lines = fields.One2Many(
+        'sale.subscription.setup_recurrence.preview.line', None,
+        "Next Invoices", readonly=True)
+
+
+class SetupRecurrencePreviewLine(ModelView):
+    __name__ = 'sale.subscription.setup_recurrence.preview.line'
+
+    invoice_date = fields.Date("Invoice Date", readonly=True)
+    period_start = fields.Date("Service Start", readonly=True)
+    period_end = fields.Date("Service End", readonly=True)
