@@ -374,13 +374,12 @@ def setup_services(accounts, tax):
             product, = products
         else:
             template = Template(name=name)
+            template.code = code
             template.type = 'service'
             template.default_uom = unit
             template.list_price = price
             template.salable = True
             template.account_category = category
-            product, = template.products
-            product.code = code
             template.save()
             product, = template.products
             new += 1
@@ -477,7 +476,7 @@ def generate_invoices(config, date):
         cron.click('run_once')
 
 
-def main(database, config_file, date=None, generate=True):
+def main(database, config_file, date=None, generate=True, contracts=True):
     from proteus import Model
     from proteus import config as pconfig
 
@@ -487,7 +486,7 @@ def main(database, config_file, date=None, generate=True):
                 ('name', 'in', ['recurring_invoice', 'dispatch_order']),
                 ('state', '!=', 'activated'),
                 ])]
-    if missing:
+    if missing and contracts:
         sys.exit(f"modules not activated in {database!r}: "
             f"{', '.join(missing)}")
 
@@ -498,19 +497,21 @@ def main(database, config_file, date=None, generate=True):
     accounts, tax, payment_term = setup_accounting(config, company)
     customers = setup_customers(lang, country, payment_term)
     services = setup_services(accounts, tax)
-    created = setup_contracts(config, company, customers, services, today)
+    if not contracts:
+        log("base data loaded (no contracts)")
+        return
 
+    setup_contracts(config, company, customers, services, today)
     Invoice = Model.get('account.invoice')
-    before = Invoice.find([], count=True) if False else len(
-        Invoice.find([]))
-    if generate and (created or not before):
+    Subscription = Model.get('sale.subscription')
+    before = len(Invoice.find([]))
+    if generate:
         log(f"generating recurring invoices for {today}")
         generate_invoices(config, today)
     invoices = len(Invoice.find([]))
-    Subscription = Model.get('sale.subscription')
-    contracts = len(Subscription.find([
+    count = len(Subscription.find([
                 ('reference', 'like', f'{REFERENCE_PREFIX}%')]))
-    log(f"demo data: {len(customers)} customers, {contracts} contracts, "
+    log(f"demo data: {len(customers)} customers, {count} contracts, "
         f"{invoices} invoices ({invoices - before} new)")
 
 
@@ -529,6 +530,10 @@ if __name__ == '__main__':
         help="the day the demo is built for (default: today)")
     parser.add_argument('--no-generate', dest='generate',
         action='store_false', help="do not generate invoices")
+    parser.add_argument('--no-contracts', dest='contracts',
+        action='store_false',
+        help="only the base data (company, accounting, customers, "
+        "products), e.g. before the Turnus modules are activated")
     options = parser.parse_args()
     main(options.database, options.config_file, options.date,
-        options.generate)
+        options.generate, options.contracts)

@@ -1,0 +1,103 @@
+# This file is part of Turnus.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"Helpers for the scenarios of recurring_invoice"
+from decimal import Decimal
+
+from proteus import Model, Wizard
+from proteus import config as pconfig
+
+from trytond.modules.account.tests.tools import create_tax, get_accounts
+
+__all__ = [
+    'setup_contract_data', 'get_contract_data', 'create_contract',
+    'generate_invoices']
+
+
+def setup_contract_data(config=None):
+    """Create a VAT tax, service products with their subscription services
+    and a customer with an invoice address"""
+    if config is None:
+        config = pconfig.get_config()
+    ProductCategory = Model.get('product.category', config=config)
+    ProductTemplate = Model.get('product.template', config=config)
+    Service = Model.get('sale.subscription.service', config=config)
+    Uom = Model.get('product.uom', config=config)
+    Party = Model.get('party.party', config=config)
+
+    accounts = get_accounts(config=config)
+    tax = create_tax(Decimal('.19'), config=config)
+    tax.save()
+
+    account_category = ProductCategory(name="Services")
+    account_category.accounting = True
+    account_category.account_revenue = accounts['revenue']
+    account_category.customer_taxes.append(tax)
+    account_category.save()
+
+    unit, = Uom.find([('name', '=', 'Unit')])
+    for name, price, prorate in [
+            ("Maintenance", Decimal('100'), False),
+            ("Rental", Decimal('31'), True),
+            ("Garden Care", Decimal('80'), False),
+            ]:
+        template = ProductTemplate(name=name)
+        template.default_uom = unit
+        template.type = 'service'
+        template.list_price = price
+        template.account_category = account_category
+        template.subscription_prorate = prorate
+        template.save()
+        product, = template.products
+        Service(product=product).save()
+
+    customer = Party(name="Customer")
+    address, = customer.addresses
+    address.street = "Hauptstraße 1"
+    address.postal_code = "10115"
+    address.city = "Berlin"
+    address.invoice = True
+    customer.save()
+
+
+def get_contract_data(config=None):
+    "Return the records created by setup_contract_data"
+    Service = Model.get('sale.subscription.service', config=config)
+    Party = Model.get('party.party', config=config)
+    services = {s.product.name: s for s in Service.find([])}
+    customer, = Party.find([('name', '=', "Customer")])
+    return customer, services
+
+
+def create_contract(
+        party, services, start_date, end_date=None, preset='monthly',
+        invoice_timing='advance', catch_up=False, config=None, **wizard):
+    """Return a draft contract with one line per service, its recurrence
+    set up by the wizard"""
+    Subscription = Model.get('sale.subscription', config=config)
+    subscription = Subscription(party=party)
+    subscription.start_date = start_date
+    subscription.end_date = end_date
+    for service in services:
+        line = subscription.lines.new()
+        line.service = service
+        line.quantity = 1
+    subscription.save()
+    setup = Wizard('sale.subscription.setup_recurrence', [subscription])
+    setup.form.preset = preset
+    setup.form.invoice_timing = invoice_timing
+    setup.form.catch_up = catch_up
+    setup.form.start_date = start_date
+    for name, value in wizard.items():
+        setattr(setup.form, name, value)
+    setup.execute('preview')
+    setup.execute('apply')
+    subscription.reload()
+    return subscription
+
+
+def generate_invoices(date=None, config=None):
+    "Run the recurring invoice generation for date"
+    create_invoice = Wizard('sale.subscription.create_invoice', config=config)
+    if date:
+        create_invoice.form.date = date
+    create_invoice.execute('create_')
