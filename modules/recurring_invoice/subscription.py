@@ -454,6 +454,7 @@ class Subscription(metaclass=PoolMeta):
         "Create the invoices due on or before date for the subscriptions"
         pool = Pool()
         Invoice = pool.get('account.invoice')
+        InvoiceLine = pool.get('account.invoice.line')
         Consumption = pool.get('sale.subscription.line.consumption')
         Line = pool.get('sale.subscription.line')
 
@@ -476,7 +477,7 @@ class Subscription(metaclass=PoolMeta):
                         ], order=[('date', 'ASC'), ('id', 'ASC')]):
                 pending[consumption.line.subscription].append(consumption)
 
-        invoices, consumptions, lines = [], [], []
+        invoices, all_invoice_lines, consumptions, lines = [], [], [], []
         for subscription, sub_periods in periods.items():
             remaining = pending[subscription]
             for invoice_date, start, end, full_end in sub_periods:
@@ -497,8 +498,8 @@ class Subscription(metaclass=PoolMeta):
                     subscription._get_prolog_lines(invoice) + product_lines)
                 for sequence, line in enumerate(invoice_lines, 1):
                     line.sequence = sequence
-                invoice.lines = invoice_lines
                 invoices.append(invoice)
+                all_invoice_lines.extend(invoice_lines)
                 for line, line_consumptions in zip(product_lines, grouped):
                     for consumption in line_consumptions:
                         consumption.invoice_line = line
@@ -507,6 +508,7 @@ class Subscription(metaclass=PoolMeta):
             subscription.invoice_error = None
 
         Invoice.save(invoices)
+        InvoiceLine.save(all_invoice_lines)
         Consumption.save(consumptions)
         Invoice.update_taxes(invoices)
         Line.save(lines)
