@@ -274,18 +274,30 @@ class Subscription(metaclass=PoolMeta):
     # Activation
 
     @classmethod
-    def check_recurrence(cls, subscriptions):
+    def check_quotation(cls, subscriptions):
+        "Check recurrence and invoice address, filling a missing address"
         for subscription in subscriptions:
             if not subscription.invoice_recurrence:
                 raise ActivationError(gettext(
                         'recurring_invoice.msg_subscription_no_recurrence',
                         subscription=subscription.rec_name))
+            if not subscription.invoice_address:
+                party = subscription.invoice_party or subscription.party
+                subscription.invoice_address = party.address_get(
+                    type='invoice')
+                if not subscription.invoice_address:
+                    raise ActivationError(gettext(
+                            'recurring_invoice'
+                            '.msg_subscription_no_invoice_address',
+                            subscription=subscription.rec_name,
+                            party=party.rec_name))
+        cls.save(subscriptions)
 
     @classmethod
     def check_activation(cls, subscriptions):
         pool = Pool()
         Rate = pool.get('currency.currency.rate')
-        cls.check_recurrence(subscriptions)
+        cls.check_quotation(subscriptions)
         currencies = set()
         for subscription in subscriptions:
             name = subscription.rec_name
@@ -298,12 +310,6 @@ class Subscription(metaclass=PoolMeta):
                 raise ActivationError(gettext(
                         'recurring_invoice.msg_subscription_dates',
                         subscription=name))
-            party = subscription.invoice_party or subscription.party
-            if not (subscription.invoice_address
-                    or party.address_get(type='invoice')):
-                raise ActivationError(gettext(
-                        'recurring_invoice.msg_subscription_no_invoice_address',
-                        subscription=name, party=party.rec_name))
             for line in subscription.lines:
                 if line.unit_price is None:
                     raise ActivationError(gettext(
@@ -340,7 +346,7 @@ class Subscription(metaclass=PoolMeta):
     @ModelView.button
     @Workflow.transition('quotation')
     def quote(cls, subscriptions):
-        cls.check_recurrence(subscriptions)
+        cls.check_quotation(subscriptions)
         super().quote(subscriptions)
 
     @classmethod
