@@ -18,7 +18,20 @@ PRESETS = {
     'every_n_months': ('monthly', None),
     'seasonal': ('monthly', 1),
     }
-MONTHS = [(str(m), str(m)) for m in range(1, 13)]
+MONTHS = [
+    ('1', "January"),
+    ('2', "February"),
+    ('3', "March"),
+    ('4', "April"),
+    ('5', "May"),
+    ('6', "June"),
+    ('7', "July"),
+    ('8', "August"),
+    ('9', "September"),
+    ('10', "October"),
+    ('11', "November"),
+    ('12', "December"),
+    ]
 
 
 def to_datetime(date):

@@ -530,6 +530,7 @@ class Subscription(metaclass=PoolMeta):
         invoice.subscription_period_start = start
         invoice.subscription_period_end = end
         invoice.contact = self.contact
+        invoice.description = self.description
         invoice.comment = self.invoice_epilog
         return invoice
 
