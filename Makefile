@@ -8,6 +8,7 @@
 #                    client and serve it on http://localhost:8000/
 #   make demo-db     the same without starting the servers
 #   make demo-data   (re)load the demo data (idempotent)
+#   make demo-stop   stop demo servers left over by a killed "make demo"
 #   make demo-reset  delete the demo database (next "make demo" recreates it)
 #   make clean       delete .venv and var/
 
@@ -26,10 +27,10 @@ TEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv test sao demo demo-db demo-data demo-reset clean
+.PHONY: help venv test sao demo demo-db demo-data demo-stop demo-reset clean
 
 help:
-	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '/^#/!q;s/^# \{0,1\}//p' Makefile
 
 # The virtual environment with both modules installed in editable mode.
 # Reinstalled when the distribution metadata changes.
@@ -56,7 +57,7 @@ $(SAO_STAMP):
 
 sao: $(SAO_STAMP)
 
-demo-db: $(VENV_STAMP) $(SAO_STAMP)
+demo-db: $(VENV_STAMP)
 	DEMO_DB=$(DEMO_DB) VENV=$(VENV) scripts/demo.sh setup
 
 demo-data: $(VENV_STAMP)
@@ -65,7 +66,10 @@ demo-data: $(VENV_STAMP)
 demo: $(VENV_STAMP) $(SAO_STAMP)
 	DEMO_DB=$(DEMO_DB) VENV=$(VENV) scripts/demo.sh setup serve
 
-demo-reset:
+demo-stop:
+	scripts/demo.sh stop
+
+demo-reset: demo-stop
 	rm -f var/db/$(DEMO_DB).sqlite var/db/$(DEMO_DB).sqlite-shm \
 		var/db/$(DEMO_DB).sqlite-wal var/db/$(DEMO_DB).data-loaded
 

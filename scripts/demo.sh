@@ -11,6 +11,7 @@
 #   scripts/demo.sh data    load the demo data (again; it is idempotent)
 #   scripts/demo.sh serve   start trytond-cron in the background and
 #                           trytond in the foreground (Ctrl-C stops both)
+#   scripts/demo.sh stop    stop the servers of a run that was killed
 #
 # Environment: DEMO_DB (demo), VENV (.venv), DEMO_LISTEN (0.0.0.0:8000),
 # DEMO_ADMIN_PASSWORD (admin), DEMO_ADMIN_EMAIL (admin@example.com).
@@ -109,6 +110,7 @@ load_data() {
 
 setup() {
     write_config
+    stop
     init_db
     activate_modules
     if [[ -f $DATA_MARKER ]]; then
@@ -118,8 +120,8 @@ setup() {
     fi
 }
 
-# stop a process of an earlier run recorded in a pid file (only when it is
-# still the same program)
+# stop the process group of an earlier run recorded in a pid file (only
+# when its leader is still the same program)
 stop_pidfile() {
     local pidfile=$1 program=$2 pid
     [[ -f $pidfile ]] || return 0
@@ -128,7 +130,7 @@ stop_pidfile() {
             && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
                 | grep -q -- "$program"; then
         echo "stopping $program of an earlier run (pid $pid)"
-        kill "$pid" 2>/dev/null || true
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
@@ -137,25 +139,31 @@ stop_pidfile() {
     rm -f "$pidfile"
 }
 
+# servers of an earlier run that are still up (e.g. after a kill -9)
+stop() {
+    stop_pidfile "$RUN/trytond-cron.pid" trytond-cron
+    stop_pidfile "$RUN/trytond.pid" "bin/trytond "
+}
+
 serve() {
     write_config
     if [[ ! -f $SAO/index.html ]]; then
         echo "web client missing in $SAO (run 'make sao')" >&2
         return 1
     fi
-    stop_pidfile "$RUN/trytond-cron.pid" trytond-cron
-    stop_pidfile "$RUN/trytond.pid" "bin/trytond "
-
-    "$BIN/trytond-cron" -c "$CONF" -d "$DB" >>"$LOG/trytond-cron.log" 2>&1 &
+    stop
+    # each server in its own process group, so that stopping it also stops
+    # the worker processes trytond-cron forks
+    setsid "$BIN/trytond-cron" -c "$CONF" -d "$DB" >>"$LOG/trytond-cron.log" 2>&1 &
     local cron_pid=$!
     echo "$cron_pid" > "$RUN/trytond-cron.pid"
 
-    "$BIN/trytond" -c "$CONF" -d "$DB" &
+    setsid "$BIN/trytond" -c "$CONF" -d "$DB" &
     local server_pid=$!
     echo "$server_pid" > "$RUN/trytond.pid"
 
     # shellcheck disable=SC2064
-    trap "kill $server_pid $cron_pid 2>/dev/null; wait; rm -f '$RUN/trytond.pid' '$RUN/trytond-cron.pid'" EXIT
+    trap "kill -TERM -- -$server_pid -$cron_pid 2>/dev/null; wait; rm -f '$RUN/trytond.pid' '$RUN/trytond-cron.pid'" EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
 
@@ -174,6 +182,7 @@ for command in "$@"; do
         setup) setup ;;
         data) write_config; load_data ;;
         serve) serve ;;
-        *) echo "usage: $0 [setup] [data] [serve]" >&2; exit 2 ;;
+        stop) stop ;;
+        *) echo "usage: $0 [setup] [data] [serve] [stop]" >&2; exit 2 ;;
     esac
 done

@@ -263,6 +263,18 @@ def setup_company(config, lang, country):
         admin.company = company
         admin.save()
     config._context = User.get_preferences(True, {})
+
+    # The scheduled tasks were created when the modules were activated,
+    # before the company existed: register the company on them (an empty
+    # list runs them without a company in the context).
+    Cron = Model.get('ir.cron')
+    crons = [c for c in Cron.find([])
+        if company.id not in [x.id for x in c.companies]]
+    for cron in crons:
+        cron.companies.append(Company(company.id))
+    if crons:
+        Cron.save(crons)
+        log(f"company registered on {len(crons)} scheduled tasks")
     return Company(company.id)
 
 
@@ -464,16 +476,24 @@ def generate_invoices(config, date):
     Subscription = Model.get('sale.subscription')
     Cron = Model.get('ir.cron')
     try:
-        Subscription.generate_recurring_invoices(date, config.context)
-    except TypeError as exception:
-        if 'not callable' not in str(exception):
-            raise
-        # not exposed over RPC: run the cron task once instead
-        cron, = Cron.find([
-                ('method', '=',
-                    'sale.subscription|generate_recurring_invoices'),
-                ])
-        cron.click('run_once')
+        method = Subscription.generate_recurring_invoices
+    except AttributeError:
+        method = None
+    if method is not None:
+        try:
+            method(date, config.context)
+            return
+        except TypeError as exception:
+            if 'not callable' not in str(exception):
+                raise
+    # not exposed over RPC: run the scheduled task once instead (it
+    # generates for today)
+    log("generate_recurring_invoices is not in __rpc__: "
+        "running the scheduled task once")
+    cron, = Cron.find([
+            ('method', '=', 'sale.subscription|generate_recurring_invoices'),
+            ])
+    cron.click('run_once')
 
 
 def main(database, config_file, date=None, generate=True, contracts=True):

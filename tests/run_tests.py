@@ -264,8 +264,12 @@ def main(argv=None):
                 _load_package_tests(loader, f'trytond.modules.{name}'))
 
     if options.list:
-        for test in _iter_tests(suite):
-            print(test.id())
+        try:
+            for test in _iter_tests(suite):
+                print(test.id())
+            sys.stdout.flush()
+        except BrokenPipeError:
+            sys.stdout = None
         return 0
 
     runner = unittest.TextTestRunner(

@@ -405,9 +405,17 @@ class Subscription(metaclass=PoolMeta):
         nothing twice."""
         pool = Pool()
         Date = pool.get('ir.date')
+        Company = pool.get('company.company')
+        transaction = Transaction()
         if date is None:
             date = Date.today()
-        company_id = Transaction().context.get('company') or -1
+        company_id = transaction.context.get('company')
+        if company_id is None:
+            # A scheduled action without companies runs for all of them
+            for company in Company.search([]):
+                with transaction.set_context(company=company.id):
+                    cls.generate_recurring_invoices(date=date)
+            return
         subscriptions = cls.search([
                 ('state', 'in', ['running', 'closed']),
                 ('next_invoice_date', '<=', date),
