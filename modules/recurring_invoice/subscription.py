@@ -429,14 +429,18 @@ class Subscription(metaclass=PoolMeta):
     def _generate_recurring_invoices_slice(cls, ids, date):
         transaction = Transaction()
         try:
-            with transaction.new_transaction(
-                    _lock_records={cls._table: ids}):
-                subscriptions = cls._due(cls.browse(ids), date)
-                cls.create_recurring_invoices(subscriptions, date)
+            # Starting the transaction locks the contracts
+            slice_transaction = transaction.new_transaction(
+                _lock_records={cls._table: ids})
         except backend.DatabaseOperationalError:
-            # Locked: another process is invoicing these contracts
+            # Another process is invoicing these contracts
             logger.info(
                 "skip %d subscriptions locked by another process", len(ids))
+            return
+        try:
+            with slice_transaction:
+                subscriptions = cls._due(cls.browse(ids), date)
+                cls.create_recurring_invoices(subscriptions, date)
         except Exception as exception:
             if len(ids) > 1:
                 # Invoice the others and find the failing ones

@@ -22,6 +22,7 @@ from .tools import (
 
 WORKER = textwrap.dedent('''
     import datetime as dt
+    import logging
     import sys
     import time
 
@@ -29,6 +30,10 @@ WORKER = textwrap.dedent('''
     from trytond.transaction import Transaction
 
     database, company, date, start = sys.argv[1:]
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger(
+        'trytond.modules.recurring_invoice.subscription').setLevel(
+        logging.INFO)
     Pool(database).init()
     with Transaction().start(
             database, 0, context={'company': int(company)}):
