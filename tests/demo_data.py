@@ -472,28 +472,21 @@ def setup_contracts(config, company, customers, services, today):
 
 
 def generate_invoices(config, date):
+    "Run the nightly pipeline for date (the core wizard calls it)"
+    from proteus import Wizard
+    create_invoice = Wizard('sale.subscription.create_invoice')
+    create_invoice.form.date = date
+    create_invoice.execute('create_')
+
+
+def skip_config_wizard():
+    "Mark the module configuration wizard done: the demo is configured"
     from proteus import Model
-    Subscription = Model.get('sale.subscription')
-    Cron = Model.get('ir.cron')
-    try:
-        method = Subscription.generate_recurring_invoices
-    except AttributeError:
-        method = None
-    if method is not None:
-        try:
-            method(date, config.context)
-            return
-        except TypeError as exception:
-            if 'not callable' not in str(exception):
-                raise
-    # not exposed over RPC: run the scheduled task once instead (it
-    # generates for today)
-    log("generate_recurring_invoices is not in __rpc__: "
-        "running the scheduled task once")
-    cron, = Cron.find([
-            ('method', '=', 'sale.subscription|generate_recurring_invoices'),
-            ])
-    cron.click('run_once')
+    Item = Model.get('ir.module.config_wizard.item')
+    items = Item.find([('state', '!=', 'done')])
+    for item in items:
+        item.state = 'done'
+    Item.save(items)
 
 
 def main(database, config_file, date=None, generate=True, contracts=True):
@@ -511,6 +504,7 @@ def main(database, config_file, date=None, generate=True, contracts=True):
             f"{', '.join(missing)}")
 
     today = date or dt.date.today()
+    skip_config_wizard()
     lang = set_language(config)
     country = get_germany()
     company = setup_company(config, lang, country)
