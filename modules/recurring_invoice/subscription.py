@@ -10,12 +10,11 @@ from sql import Null
 from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelView, Workflow, fields
-from trytond.model.exceptions import AccessError
 from trytond.modules.account_product.exceptions import AccountError
 from trytond.pool import Pool, PoolMeta
-from trytond.pyson import Bool, Eval, If
+from trytond.pyson import Eval
 from trytond.tools import grouped_slice
-from trytond.transaction import Transaction, without_check_access
+from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from .exceptions import (
@@ -120,14 +119,17 @@ class Subscription(metaclass=PoolMeta):
         "Return the ids of the subscriptions with a generated invoice"
         pool = Pool()
         Invoice = pool.get('account.invoice')
+        invoice = Invoice.__table__()
+        cursor = Transaction().connection.cursor()
         invoiced = set()
         ids = [s.id for s in subscriptions if s.id is not None and s.id >= 0]
         for sub_ids in grouped_slice(ids, backend.MAX_QUERY_PARAMS):
-            with without_check_access():
-                invoices = Invoice.search([
-                        ('subscription', 'in', list(sub_ids)),
-                        ])
-            invoiced.update(i.subscription.id for i in invoices)
+            cursor.execute(*invoice.select(
+                    invoice.subscription,
+                    where=fields.SQL_OPERATORS['in'](
+                        invoice.subscription, list(sub_ids)),
+                    group_by=[invoice.subscription]))
+            invoiced.update(id_ for id_, in cursor)
         return invoiced
 
     @classmethod
@@ -579,8 +581,8 @@ class Subscription(metaclass=PoolMeta):
             full = (full_end - start).days + 1
             days = (line_end - line.service_start_date).days + 1
             digits = line.__class__.unit_price.digits[1]
-            line.unit_price = (line.unit_price * Decimal(days) / Decimal(full)
-                ).quantize(Decimal(1).scaleb(-digits))
+            price = line.unit_price * Decimal(days) / Decimal(full)
+            line.unit_price = price.quantize(Decimal(1).scaleb(-digits))
 
 
 class Line(metaclass=PoolMeta):
@@ -624,7 +626,8 @@ class Line(metaclass=PoolMeta):
         super().check_modification(
             mode, lines, values=values, external=external)
         if mode == 'write' and (values.keys() & LOCKED_LINE_FIELDS):
-            invoiced = Subscription._invoiced({l.subscription for l in lines})
+            invoiced = Subscription._invoiced(
+                {line.subscription for line in lines})
             for line in lines:
                 if line.subscription.id in invoiced:
                     changed = sorted(values.keys() & LOCKED_LINE_FIELDS)

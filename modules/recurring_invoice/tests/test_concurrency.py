@@ -97,7 +97,8 @@ class ConcurrencyTestCase(unittest.TestCase):
         # January, February and March for each contract
         self.assertEqual(len(invoices), 3 * CONTRACTS)
         self.assertEqual(
-            len({(i.subscription.id, i.subscription_period_start)
+            len({
+                    (i.subscription.id, i.subscription_period_start)
                     for i in invoices}),
             3 * CONTRACTS)
         for subscription in subscriptions:
