@@ -27,7 +27,7 @@ TEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv test sao demo demo-db demo-data demo-stop demo-reset clean
+.PHONY: help venv soffice test sao demo demo-db demo-data demo-stop demo-reset clean
 
 help:
 	@sed -n '/^#/!q;s/^# \{0,1\}//p' Makefile
@@ -41,7 +41,23 @@ $(VENV_STAMP): setup.cfg pyproject.toml
 
 venv: $(VENV_STAMP)
 
-test: $(VENV_STAMP)
+# LibreOffice (soffice) converts the invoice PDFs
+# (modules/recurring_invoice/invoice_pdf.py): installed with apt as root,
+# otherwise say what to install.
+soffice:
+	@command -v soffice >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -q --no-install-recommends \
+				libreoffice-writer-nogui \
+			|| { apt-get update -q && apt-get install -y -q \
+				--no-install-recommends libreoffice-writer-nogui; }; \
+		else \
+			echo "soffice not found: install LibreOffice, e.g." \
+				"sudo apt-get install libreoffice-writer-nogui" >&2; \
+		fi; }
+
+test: $(VENV_STAMP) soffice
 	$(VENV_BIN)/python tests/run_tests.py $(TEST_ARGS)
 
 # The web client (sao): the npm package ships the built dist/, its
@@ -57,13 +73,13 @@ $(SAO_STAMP):
 
 sao: $(SAO_STAMP)
 
-demo-db: $(VENV_STAMP)
+demo-db: $(VENV_STAMP) soffice
 	DEMO_DB=$(DEMO_DB) VENV=$(VENV) scripts/demo.sh setup
 
 demo-data: $(VENV_STAMP)
 	DEMO_DB=$(DEMO_DB) VENV=$(VENV) scripts/demo.sh data
 
-demo: $(VENV_STAMP) $(SAO_STAMP)
+demo: $(VENV_STAMP) $(SAO_STAMP) soffice
 	DEMO_DB=$(DEMO_DB) VENV=$(VENV) scripts/demo.sh setup serve
 
 demo-stop:

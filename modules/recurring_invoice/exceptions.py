@@ -1,6 +1,6 @@
 # This file is part of Turnus.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
-from trytond.exceptions import UserError
+from trytond.exceptions import UserError, UserWarning
 from trytond.model.exceptions import AccessError, ValidationError
 
 
@@ -13,4 +13,20 @@ class RecurrenceLockedError(AccessError):
 
 
 class SetupRecurrenceError(UserError):
+    pass
+
+
+class AutomaticDeliveryError(ValidationError):
+    pass
+
+
+class AutomaticDeliveryWarning(UserWarning):
+    pass
+
+
+class RunConfirmWarning(UserWarning):
+    pass
+
+
+class DeliveryError(UserError):
     pass

@@ -38,6 +38,8 @@ class Invoice(metaclass=PoolMeta):
             'invisible': Eval('type') != 'out',
             },
         help="The contact person of the customer for the invoice.")
+    delivery_lines = fields.One2Many(
+        'account.invoice.run.line', 'invoice', "Deliveries", readonly=True)
 
     @classmethod
     def __setup__(cls):
@@ -55,6 +57,7 @@ class Invoice(metaclass=PoolMeta):
         default.setdefault('subscription', None)
         default.setdefault('subscription_period_start', None)
         default.setdefault('subscription_period_end', None)
+        default.setdefault('delivery_lines', None)
         return super().copy(invoices, default=default)
 
 

@@ -12,3 +12,5 @@ class Cron(metaclass=PoolMeta):
         cls.method.selection.append(
             ('sale.subscription|generate_recurring_invoices',
                 "Generate Recurring Invoices"))
+        cls._notifications.add(
+            'sale.subscription|generate_recurring_invoices')

@@ -426,6 +426,71 @@ class Subscription(metaclass=PoolMeta):
         for sub_ids in grouped_slice(
                 list(map(int, subscriptions)), BATCH_SIZE):
             cls._generate_recurring_invoices_slice(list(sub_ids), date)
+        cls.deliver_recurring_invoices(date)
+
+    @classmethod
+    def deliver_recurring_invoices(cls, date):
+        """Post and deliver the invoices of the contracts with automatic
+        delivery that no run has delivered yet
+
+        It works in new transactions to see what the slices committed."""
+        pool = Pool()
+        Configuration = pool.get('sale.configuration')
+        Invoice = pool.get('account.invoice')
+        Run = pool.get('account.invoice.run')
+        RunLine = pool.get('account.invoice.run.line')
+        transaction = Transaction()
+        if not Configuration(1).automatic_delivery:
+            return
+        with transaction.new_transaction(readonly=True):
+            ids = cls._get_invoices_to_deliver(date)
+        if not ids:
+            return
+        try:
+            run_transaction = transaction.new_transaction(
+                _lock_records={Invoice._table: ids})
+        except backend.DatabaseOperationalError:
+            logger.info("skip delivery: invoices locked by another process")
+            return
+        with run_transaction:
+            invoices = [
+                i for i in Invoice.browse(ids) if not i.delivery_lines]
+            run = Run.create_automatic(date, invoices)
+            run_id = run.id if run else None
+        if run_id is None:
+            return
+        with transaction.new_transaction(readonly=True):
+            line_ids = list(map(int, RunLine.search([
+                            ('run', '=', run_id),
+                            ('state', '=', 'pending'),
+                            ])))
+        RunLine.deliver(RunLine.browse(line_ids))
+        with transaction.new_transaction():
+            run = Run(run_id)
+            Run.build_letter_pdf([run])
+            run.notify()
+
+    @classmethod
+    def _get_invoices_to_deliver(cls, date):
+        "Return the ids of the invoices to deliver automatically"
+        pool = Pool()
+        Invoice = pool.get('account.invoice')
+        RunLine = pool.get('account.invoice.run.line')
+        invoices = Invoice.search([
+                ('company', '=', Transaction().context.get('company')),
+                ('subscription.automatic_delivery', '=', True),
+                ('subscription.standard_delivery', '!=', None),
+                ('state', 'in', ['draft', 'validated']),
+                ('invoice_date', '<=', date),
+                ], order=[('id', 'ASC')])
+        delivered = set()
+        for sub_ids in grouped_slice(
+                list(map(int, invoices)), backend.MAX_QUERY_PARAMS):
+            delivered.update(
+                line.invoice.id for line in RunLine.search([
+                        ('invoice', 'in', list(sub_ids)),
+                        ]))
+        return [i.id for i in invoices if i.id not in delivered]
 
     @classmethod
     def _generate_recurring_invoices_slice(cls, ids, date):
