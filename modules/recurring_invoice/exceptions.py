@@ -30,3 +30,11 @@ class RunConfirmWarning(UserWarning):
 
 class DeliveryError(UserError):
     pass
+
+
+class PDFConverterMissingError(UserError):
+    pass
+
+
+class PDFConversionError(UserError):
+    pass

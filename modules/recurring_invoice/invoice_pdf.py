@@ -19,11 +19,12 @@ import tempfile
 import threading
 
 import trytond.config as config
-from trytond.exceptions import UserError
 from trytond.i18n import gettext
 from trytond.pool import Pool, PoolMeta
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
+
+from .exceptions import PDFConversionError, PDFConverterMissingError
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +37,6 @@ PDF_TIMEOUT_PER_FILE = 2
 # profile fail.  The threads of a process take turns.
 _profile_lock = threading.Lock()
 _profiles = {}
-
-
-class PDFConverterMissingError(UserError):
-    pass
-
-
-class PDFConversionError(UserError):
-    pass
 
 
 def _profile_uri():

@@ -444,31 +444,39 @@ class Subscription(metaclass=PoolMeta):
             return
         with transaction.new_transaction(readonly=True):
             ids = cls._get_invoices_to_deliver(date)
-        if not ids:
-            return
-        try:
-            run_transaction = transaction.new_transaction(
-                _lock_records={Invoice._table: ids})
-        except backend.DatabaseOperationalError:
-            logger.info("skip delivery: invoices locked by another process")
-            return
-        with run_transaction:
-            invoices = [
-                i for i in Invoice.browse(ids) if not i.delivery_lines]
-            run = Run.create_automatic(date, invoices)
-            run_id = run.id if run else None
-        if run_id is None:
-            return
+        run_id = None
+        if ids:
+            try:
+                run_transaction = transaction.new_transaction(
+                    _lock_records={Invoice._table: ids})
+            except backend.DatabaseOperationalError:
+                logger.info(
+                    "skip delivery: invoices locked by another process")
+                return
+            with run_transaction:
+                invoices = [
+                    i for i in Invoice.browse(ids) if not i.delivery_lines]
+                run = Run.create_automatic(date, invoices)
+                run_id = run.id if run else None
+        # Also retry what earlier runs could not deliver
         with transaction.new_transaction(readonly=True):
-            line_ids = list(map(int, RunLine.search([
-                            ('run', '=', run_id),
-                            ('state', '=', 'pending'),
-                            ])))
+            lines = RunLine.search([
+                    ('run.kind', '=', 'automatic'),
+                    ('run.state', '=', 'executed'),
+                    ('run.company', '=', transaction.context.get('company')),
+                    ('state', 'in', ['pending', 'failed']),
+                    ])
+            line_ids = list(map(int, lines))
+            run_ids = {line.run.id for line in lines}
+        if run_id:
+            run_ids.add(run_id)
         RunLine.deliver(RunLine.browse(line_ids))
-        with transaction.new_transaction():
-            run = Run(run_id)
-            Run.build_letter_pdf([run])
-            run.notify()
+        if run_ids:
+            with transaction.new_transaction():
+                runs = Run.browse(sorted(run_ids))
+                Run.build_letter_pdf(runs)
+                if run_id:
+                    Run(run_id).notify()
 
     @classmethod
     def _get_invoices_to_deliver(cls, date):
