@@ -9,7 +9,8 @@
 #   make demo-db     the same without starting the servers
 #   make demo-data   (re)load the demo data (idempotent)
 #   make demo-stop   stop demo servers left over by a killed "make demo"
-#   make demo-reset  delete the demo database (next "make demo" recreates it)
+#   make demo-reset  delete the demo database and the mails it sent
+#                    (var/mail; next "make demo" recreates it)
 #   make clean       delete .venv and var/
 
 SHELL := /bin/bash
@@ -88,6 +89,7 @@ demo-stop:
 demo-reset: demo-stop
 	rm -f var/db/$(DEMO_DB).sqlite var/db/$(DEMO_DB).sqlite-shm \
 		var/db/$(DEMO_DB).sqlite-wal var/db/$(DEMO_DB).data-loaded
+	rm -rf var/mail
 
 clean:
 	rm -rf $(VENV) var

@@ -9,12 +9,18 @@
 #                           (admin/admin) if missing, activate or update
 #                           the modules, load the demo data once
 #   scripts/demo.sh data    load the demo data (again; it is idempotent)
-#   scripts/demo.sh serve   start trytond-cron in the background and
-#                           trytond in the foreground (Ctrl-C stops both)
+#   scripts/demo.sh serve   start the mail sink and trytond-cron in the
+#                           background and trytond in the foreground
+#                           (Ctrl-C stops all three)
 #   scripts/demo.sh stop    stop the servers of a run that was killed
 #
+# The invoices the demo delivers by e-mail go to a local SMTP sink
+# (aiosmtpd) that stores every mail as a file in var/mail/new/ (a
+# maildir); loading the demo data starts it too, as it delivers invoices.
+#
 # Environment: DEMO_DB (demo), VENV (.venv), DEMO_LISTEN (0.0.0.0:8000),
-# DEMO_ADMIN_PASSWORD (admin), DEMO_ADMIN_EMAIL (admin@example.com).
+# DEMO_ADMIN_PASSWORD (admin), DEMO_ADMIN_EMAIL (admin@example.com),
+# DEMO_SMTP_PORT (8025).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,6 +32,9 @@ DB=${DEMO_DB:-demo}
 LISTEN=${DEMO_LISTEN:-0.0.0.0:8000}
 ADMIN_PASSWORD=${DEMO_ADMIN_PASSWORD:-admin}
 ADMIN_EMAIL=${DEMO_ADMIN_EMAIL:-admin@example.com}
+SMTP_HOST=127.0.0.1
+SMTP_PORT=${DEMO_SMTP_PORT:-8025}
+MAIL_FROM="Turnus Demo GmbH <rechnung@turnus-demo.example>"
 MODULES=(recurring_invoice dispatch_order)
 
 VAR=$ROOT/var
@@ -36,6 +45,11 @@ DATA_MARKER=$DB_DIR/$DB.data-loaded
 SAO=$VAR/sao/package
 RUN=$VAR/run
 LOG=$VAR/log
+MAIL=$VAR/mail
+SMTP_PIDFILE=$RUN/smtp-sink.pid
+# the pid of the mail sink when this call started it (stopped on exit
+# unless "serve" runs)
+SMTP_STARTED=
 
 # The demo is SQLite and configured by var/trytond.conf only: ignore the
 # variables used to run the tests on PostgreSQL.
@@ -60,6 +74,12 @@ root = $SAO
 [session]
 # keep the demo session for a working day
 timeout = 28800
+
+[email]
+# the local mail sink of the demo (scripts/demo.sh), mails land in
+# $MAIL/new/
+uri = smtp://$SMTP_HOST:$SMTP_PORT
+from = $MAIL_FROM
 EOF
     mv "$CONF.tmp" "$CONF"
 }
@@ -102,7 +122,77 @@ activate_modules() {
         --activate-dependencies
 }
 
+# is the pid a running mail sink of this demo (listening on our port)?
+smtp_running() {
+    local pid=$1
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null \
+        && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
+            | grep -q -- "aiosmtpd .*-l $SMTP_HOST:$SMTP_PORT "
+}
+
+port_open() {
+    "$BIN/python" - "$SMTP_HOST" "$SMTP_PORT" <<'EOF'
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()
+except OSError:
+    sys.exit(1)
+EOF
+}
+
+# start the SMTP sink that stores every mail in var/mail (unless it runs)
+start_smtp() {
+    local pid
+    if [[ -f $SMTP_PIDFILE ]]; then
+        pid=$(<"$SMTP_PIDFILE")
+        if smtp_running "$pid"; then
+            return 0
+        fi
+        stop_pidfile "$SMTP_PIDFILE" aiosmtpd
+    fi
+    if port_open; then
+        echo "port $SMTP_HOST:$SMTP_PORT is taken by another program" \
+            "(set DEMO_SMTP_PORT to a free port)" >&2
+        return 1
+    fi
+    # a maildir: the sink adds each mail to new/ (via tmp/)
+    mkdir -p "$MAIL/new" "$MAIL/cur" "$MAIL/tmp" "$RUN" "$LOG"
+    # -n: no setuid to nobody (that could not write var/mail);
+    # -u: SMTPUTF8 for non-ASCII addresses
+    setsid "$BIN/python" -m aiosmtpd -n -u -l "$SMTP_HOST:$SMTP_PORT" \
+        -c aiosmtpd.handlers.Mailbox "$MAIL" \
+        >>"$LOG/smtp-sink.log" 2>&1 < /dev/null &
+    pid=$!
+    echo "$pid" > "$SMTP_PIDFILE"
+    SMTP_STARTED=$pid
+    for _ in $(seq 100); do
+        port_open && break
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "the mail sink did not start, see $LOG/smtp-sink.log" >&2
+            rm -f "$SMTP_PIDFILE"
+            return 1
+        fi
+        sleep 0.1
+    done
+    port_open || {
+        echo "the mail sink does not answer on $SMTP_HOST:$SMTP_PORT," \
+            "see $LOG/smtp-sink.log" >&2
+        return 1
+    }
+    echo "mail sink on $SMTP_HOST:$SMTP_PORT (pid $pid), mails in $MAIL/new/"
+}
+
+# stop the mail sink at exit if this call started it for loading data
+stop_started_smtp() {
+    if [[ -n $SMTP_STARTED ]]; then
+        stop_pidfile "$SMTP_PIDFILE" aiosmtpd >/dev/null
+    fi
+}
+trap stop_started_smtp EXIT
+
 load_data() {
+    # the demo data generates invoices, some of them delivered by e-mail
+    start_smtp
     say "loading the demo data"
     "$BIN/python" tests/demo_data.py -d "$DB" -c "$CONF"
     touch "$DATA_MARKER"
@@ -110,7 +200,7 @@ load_data() {
 
 setup() {
     write_config
-    stop
+    stop_servers
     init_db
     activate_modules
     if [[ -f $DATA_MARKER ]]; then
@@ -140,9 +230,14 @@ stop_pidfile() {
 }
 
 # servers of an earlier run that are still up (e.g. after a kill -9)
-stop() {
+stop_servers() {
     stop_pidfile "$RUN/trytond-cron.pid" trytond-cron
     stop_pidfile "$RUN/trytond.pid" "bin/trytond "
+}
+
+stop() {
+    stop_servers
+    stop_pidfile "$SMTP_PIDFILE" aiosmtpd
 }
 
 serve() {
@@ -151,7 +246,13 @@ serve() {
         echo "web client missing in $SAO (run 'make sao')" >&2
         return 1
     fi
-    stop
+    stop_servers
+    # the nightly run e-mails invoices: the sink runs as long as the
+    # servers (the one "setup" started is reused)
+    start_smtp
+    local smtp_pid
+    smtp_pid=$(<"$SMTP_PIDFILE")
+    SMTP_STARTED=
     # each server in its own process group, so that stopping it also stops
     # the worker processes trytond-cron forks
     setsid "$BIN/trytond-cron" -c "$CONF" -d "$DB" >>"$LOG/trytond-cron.log" 2>&1 &
@@ -163,12 +264,14 @@ serve() {
     echo "$server_pid" > "$RUN/trytond.pid"
 
     # shellcheck disable=SC2064
-    trap "kill -TERM -- -$server_pid -$cron_pid 2>/dev/null; wait; rm -f '$RUN/trytond.pid' '$RUN/trytond-cron.pid'" EXIT
+    trap "kill -TERM -- -$server_pid -$cron_pid -$smtp_pid 2>/dev/null; wait; rm -f '$RUN/trytond.pid' '$RUN/trytond-cron.pid' '$SMTP_PIDFILE'" EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
 
     say "Turnus demo: http://localhost:${LISTEN##*:}/  database '$DB', user admin / $ADMIN_PASSWORD"
     echo "   (trytond-cron pid $cron_pid, log $LOG/trytond-cron.log; Ctrl-C stops)"
+    echo "   mails (invoices delivered automatically): SMTP sink on" \
+        "$SMTP_HOST:$SMTP_PORT stores each one as a file in $MAIL/new/"
     wait "$server_pid"
 }
 

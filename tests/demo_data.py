@@ -14,8 +14,15 @@ translatable language, the minimal chart of accounts, fiscal years with
 invoice sequences, a 19% VAT tax, a payment term, ~20 customers, service
 products with their subscription services and ~20 contracts (sale
 subscriptions) with different recurrences, set up with the wizard
-"Set Up Recurrence" and activated; then it runs the recurring invoice
-generation once.
+"Set Up Recurrence" and activated; switches automatic delivery on for the
+company and for a few contracts (posted and e-mailed, one also as a letter,
+one as letter and direct debit); then it runs the recurring invoice
+generation once, which posts and delivers the invoices of those contracts
+and leaves a protocol (account.invoice.run) to confirm; the nights with
+invoices due since the contracts started are replayed one after the other,
+the protocols of the past nights confirmed.  The e-mails go to
+the SMTP server of the trytond configuration ([email] uri; scripts/demo.sh
+starts a local sink).
 """
 import argparse
 import datetime as dt
@@ -33,6 +40,18 @@ TAX_NAME = "USt 19%"
 PAYMENT_TERM_NAME = "14 Tage netto"
 CATEGORY_NAME = "Dienstleistungen"
 REFERENCE_PREFIX = "DEMO-"
+# internal copy of the invoices delivered by e-mail
+DELIVERY_CC = "buchhaltung@turnus-demo.example"
+
+# the contracts (reference number) that deliver their invoices
+# automatically, with their channels
+AUTOMATIC_DELIVERY = [
+    (1, ['email']),
+    (2, ['email', 'letter']),
+    (3, ['email']),
+    (13, ['email']),
+    (19, ['letter', 'direct_debit']),
+    ]
 
 # name, street, number, postal code, city, e-mail
 CUSTOMERS = [
@@ -297,11 +316,17 @@ def setup_accounting(config, company):
     today = dt.date.today()
     for year in (today.year - 1, today.year, today.year + 1):
         start, end = dt.date(year, 1, 1), dt.date(year, 12, 31)
-        if FiscalYear.find([
-                    ('company', '=', company.id),
-                    ('start_date', '<=', end),
-                    ('end_date', '>=', start),
-                    ]):
+        fiscalyears = FiscalYear.find([
+                ('company', '=', company.id),
+                ('start_date', '<=', end),
+                ('end_date', '>=', start),
+                ])
+        if fiscalyears:
+            # posting the delivered invoices needs the periods
+            for fiscalyear in fiscalyears:
+                if not fiscalyear.periods:
+                    log(f"periods of fiscal year {fiscalyear.name}")
+                    fiscalyear.click('create_period')
             continue
         log(f"fiscal year {year}")
         fiscalyear = set_fiscalyear_invoice_sequences(
@@ -471,12 +496,117 @@ def setup_contracts(config, company, customers, services, today):
     return created
 
 
-def generate_invoices(config, date):
+def setup_delivery(config, customers):
+    """Switch automatic delivery on for the company and for the contracts
+    of AUTOMATIC_DELIVERY (only what is not switched on yet)"""
+    from proteus import Model
+    Configuration = Model.get('sale.configuration')
+    Subscription = Model.get('sale.subscription')
+    Warning = Model.get('res.user.warning')
+
+    configuration = Configuration(1)
+    if not configuration.automatic_delivery:
+        log("automatic delivery switched on")
+        configuration.automatic_delivery = True
+        configuration.save()
+
+    enabled = 0
+    for number, channels in AUTOMATIC_DELIVERY:
+        reference = f'{REFERENCE_PREFIX}{number:03d}'
+        found = Subscription.find([('reference', '=', reference)])
+        if not found:
+            continue
+        subscription, = found
+        if subscription.automatic_delivery:
+            continue
+        mechanisms = subscription.party.contact_mechanisms
+        if 'email' in channels and not any(
+                m.type == 'email' for m in mechanisms):
+            log(f"contract {reference}: customer without e-mail, "
+                "no automatic delivery")
+            continue
+        if not subscription.standard_delivery:
+            subscription.click('delivery_settings')
+            subscription.reload()
+            delivery = subscription.standard_delivery
+            delivery.post = True
+            delivery.channels = channels
+            if 'email' in channels:
+                delivery.email_cc = DELIVERY_CC
+                # keep the default e-mail template ("Invoice")
+            delivery.save()
+            subscription.reload()
+        # switching it on asks for a confirmation (a warning)
+        subscription.automatic_delivery = True
+        try:
+            subscription.save()
+        except Exception as exception:
+            name = getattr(exception, 'name', None)
+            if not name:
+                raise
+            Warning.skip(name, True, config.context)
+            subscription.save()
+        enabled += 1
+        log(f"contract {reference}: automatic delivery "
+            f"({', '.join(subscription.standard_delivery.channels)})")
+    return enabled
+
+
+def run_night(date):
     "Run the nightly pipeline for date (the core wizard calls it)"
     from proteus import Wizard
     create_invoice = Wizard('sale.subscription.create_invoice')
     create_invoice.form.date = date
     create_invoice.execute('create_')
+
+
+def generate_invoices(config, date):
+    """Replay the nights up to date that have invoices due, oldest first
+
+    The contracts that catch up have invoices due on several past days.
+    Running the nights one after the other creates, posts and numbers them
+    in the order of their invoice dates (posting them all in one night
+    fails for the earlier ones: their number would come after a later
+    date).  The protocols of the past nights are confirmed, the one of the
+    last night is left to confirm."""
+    from proteus import Model
+    Subscription = Model.get('sale.subscription')
+    Run = Model.get('account.invoice.run')
+    Warning = Model.get('res.user.warning')
+
+    existing = {r.id for r in Run.find([])}
+    nights = set()
+    while True:
+        due = Subscription.find([
+                ('state', 'in', ['running', 'closed']),
+                ('next_invoice_date', '<', date),
+                ], order=[('next_invoice_date', 'ASC'), ('id', 'ASC')],
+            limit=1)
+        if not due or due[0].next_invoice_date in nights:
+            break
+        night = due[0].next_invoice_date
+        nights.add(night)
+        log(f"  night of {night}")
+        run_night(night)
+    log(f"  night of {date}")
+    run_night(date)
+
+    runs = Run.find([
+            ('id', 'not in', list(existing)),
+            ('kind', '=', 'automatic'),
+            ('state', '=', 'executed'),
+            ], order=[('date', 'ASC'), ('id', 'ASC')])
+    for run in runs[:-1]:
+        try:
+            run.click('confirm')
+        except Exception as exception:
+            name = getattr(exception, 'name', None)
+            if not name:
+                raise
+            Warning.skip(name, True, config.context)
+            run.click('confirm')
+    if runs[:-1]:
+        log(f"  {len(runs) - 1} protocol(s) of past nights confirmed")
 
 
 def skip_config_wizard():
@@ -516,9 +646,14 @@ def main(database, config_file, date=None, generate=True, contracts=True):
         return
 
     setup_contracts(config, company, customers, services, today)
+    # before the generation, so that it posts and delivers the invoices
+    setup_delivery(config, customers)
     Invoice = Model.get('account.invoice')
     Subscription = Model.get('sale.subscription')
+    Run = Model.get('account.invoice.run')
+    RunLine = Model.get('account.invoice.run.line')
     before = len(Invoice.find([]))
+    lines_before = len(RunLine.find([]))
     if generate:
         log(f"generating recurring invoices for {today}")
         generate_invoices(config, today)
@@ -527,6 +662,18 @@ def main(database, config_file, date=None, generate=True, contracts=True):
                 ('reference', 'like', f'{REFERENCE_PREFIX}%')]))
     log(f"demo data: {len(customers)} customers, {count} contracts, "
         f"{invoices} invoices ({invoices - before} new)")
+    lines = RunLine.find([])
+    new_lines = len(lines) - lines_before
+    states = {}
+    for line in lines:
+        key = f'{line.channel} {line.state}'
+        states[key] = states.get(key, 0) + 1
+    runs = Run.find([('state', '=', 'executed')])
+    log(f"delivery: {new_lines} new protocol lines; "
+        f"{len(runs)} protocol(s) to confirm "
+        f"(Financial › Invoices › Invoice Runs); all lines: "
+        + (', '.join(f'{v} {k}' for k, v in sorted(states.items()))
+            or 'none'))
 
 
 def _parse_date(value):

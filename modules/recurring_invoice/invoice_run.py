@@ -166,7 +166,7 @@ class Run(Workflow, ModelSQL, ModelView):
         run = cls(kind='automatic', date=date, state='executed')
         run.save()
         lines = []
-        for invoice in invoices:
+        for invoice in sorted(invoices, key=lambda i: (i.invoice_date, i.id)):
             lines.extend(Line.get_lines(run, invoice))
         Line.save(lines)
         return run
@@ -341,6 +341,7 @@ class RunLine(ModelSQL, ModelView):
     def _deliver(cls, lines):
         pool = Pool()
         Invoice = pool.get('account.invoice')
+        Date = pool.get('ir.date')
         lines = [
             line for line in lines if line.state in {'pending', 'failed'}]
         to_post = {
@@ -348,7 +349,15 @@ class RunLine(ModelSQL, ModelView):
             if line.invoice.state in {'draft', 'validated'}
             and line.subscription.standard_delivery.post}
         failed = {}
+        # An invoice is dated the day it is issued: invoices of past
+        # periods (catch up, retries) get today, their service period stays
+        today = Date.today()
         for invoice in to_post:
+            if invoice.invoice_date and invoice.invoice_date < today:
+                invoice.invoice_date = today
+        Invoice.save(list(to_post))
+        for invoice in sorted(to_post, key=lambda i: (
+                    i.subscription_period_start or i.invoice_date, i.id)):
             # One by one: a missing fiscal year stops only its invoice
             try:
                 with Transaction().set_context(_skip_warnings=True):
@@ -401,13 +410,15 @@ class RunLine(ModelSQL, ModelView):
         "Send the invoices by e-mail with their template"
         pool = Pool()
         Email = pool.get('ir.email')
+        Template = pool.get('ir.email.template')
         for line in lines:
             invoice = line.invoice
             delivery = line.subscription.standard_delivery
-            template = delivery.email_template
             try:
                 with Transaction().set_context(
                         language=invoice.party_lang):
+                    # Read in the language of the customer
+                    template = Template(delivery.email_template.id)
                     values = template.get(invoice)
                 to = _addresses(values.get('to'))
                 if (invoice.contact and invoice.contact.type == 'email'
