@@ -183,8 +183,6 @@ class Run(Workflow, ModelSQL, ModelView):
                 ('state', 'in', ['pending', 'failed']),
                 ])
         Line.deliver(lines)
-        with Transaction().new_transaction():
-            cls.build_letter_pdf(cls.browse(runs))
 
     @classmethod
     @ModelView.button
@@ -302,9 +300,18 @@ class RunLine(ModelSQL, ModelView):
     def deliver(cls, lines):
         """Post the invoices and deliver the pending or failed lines, each
         slice in its own transaction that locks its lines"""
-        for sub_ids in grouped_slice(
-                list(map(int, lines)), DELIVERY_BATCH_SIZE):
+        pool = Pool()
+        Run = pool.get('account.invoice.run')
+        transaction = Transaction()
+        ids = list(map(int, lines))
+        # The lines may be newer than the current transaction
+        with transaction.new_transaction(readonly=True):
+            run_ids = sorted({line.run.id for line in cls.browse(ids)})
+        for sub_ids in grouped_slice(ids, DELIVERY_BATCH_SIZE):
             cls._deliver_slice(list(sub_ids))
+        if run_ids:
+            with transaction.new_transaction():
+                Run.build_letter_pdf(Run.browse(run_ids))
 
     @classmethod
     def _deliver_slice(cls, ids, retry=5):

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from sql import Null
 
-from trytond import backend
+from trytond import backend, config
 from trytond.i18n import gettext
 from trytond.model import Index, ModelView, Workflow, fields
 from trytond.modules.account_product.exceptions import AccountError
@@ -467,15 +467,15 @@ class Subscription(metaclass=PoolMeta):
                     ('state', 'in', ['pending', 'failed']),
                     ])
             line_ids = list(map(int, lines))
-            run_ids = {line.run.id for line in lines}
-        if run_id:
-            run_ids.add(run_id)
-        RunLine.deliver(RunLine.browse(line_ids))
-        if run_ids:
-            with transaction.new_transaction():
-                runs = Run.browse(sorted(run_ids))
-                Run.build_letter_pdf(runs)
-                if run_id:
+        if config.getboolean('queue', 'worker', default=False):
+            # The workers deliver in batches, each in its own task
+            with transaction.new_transaction(), \
+                    Transaction().set_context(queue_batch=True):
+                RunLine.__queue__.deliver(RunLine.browse(line_ids))
+        else:
+            RunLine.deliver(RunLine.browse(line_ids))
+            if run_id:
+                with transaction.new_transaction():
                     Run(run_id).notify()
 
     @classmethod
