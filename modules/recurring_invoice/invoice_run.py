@@ -22,7 +22,7 @@ from .exceptions import DeliveryError, RunConfirmWarning
 logger = logging.getLogger(__name__)
 
 # Run lines delivered in one transaction
-DELIVERY_BATCH_SIZE = 20
+DELIVERY_BATCH_SIZE = 50
 
 
 class Run(Workflow, ModelSQL, ModelView):
@@ -331,18 +331,41 @@ class RunLine(ModelSQL, ModelView):
                 # Posting needs more locks: start again with them
                 exception.fix(extras)
                 continue
+            except PostError as exception:
+                invoices = cls._invoices_of(ids)
+                if len(invoices) > 1:
+                    # Post the others, fail only the lines of the invoice
+                    # that cannot be posted
+                    for invoice_ids in invoices.values():
+                        cls._deliver_slice(invoice_ids)
+                else:
+                    cls._fail(ids, exception.exception)
             except Exception as exception:
                 # e.g. the mail server refused the connection at commit
                 logger.info("delivery failed", exc_info=True)
-                with transaction.new_transaction():
-                    to_fail = [
-                        line for line in cls.browse(ids)
-                        if line.state in {'pending', 'failed'}]
-                    cls.write(to_fail, {
-                            'state': 'failed',
-                            'message': _message(exception),
-                            })
+                cls._fail(ids, exception)
             return
+
+    @classmethod
+    def _invoices_of(cls, ids):
+        "Return the line ids grouped by invoice id"
+        with Transaction().new_transaction(readonly=True):
+            invoices = defaultdict(list)
+            for line in cls.browse(ids):
+                invoices[line.invoice.id].append(line.id)
+            return dict(invoices)
+
+    @classmethod
+    def _fail(cls, ids, exception):
+        "Mark the undelivered lines failed with the reason"
+        with Transaction().new_transaction():
+            lines = [
+                line for line in cls.browse(ids)
+                if line.state in {'pending', 'failed'}]
+            cls.write(lines, {
+                    'state': 'failed',
+                    'message': _message(exception),
+                    })
 
     @classmethod
     def _deliver(cls, lines):
@@ -362,17 +385,16 @@ class RunLine(ModelSQL, ModelView):
         for invoice in to_post:
             if invoice.invoice_date and invoice.invoice_date < today:
                 invoice.invoice_date = today
-        Invoice.save(list(to_post))
-        for invoice in sorted(to_post, key=lambda i: (
-                    i.subscription_period_start or i.invoice_date, i.id)):
-            # One by one: a missing fiscal year stops only its invoice
-            try:
-                with Transaction().set_context(_skip_warnings=True):
-                    Invoice.post([invoice])
-            except TransactionError:
-                raise
-            except Exception as exception:
-                failed[invoice] = _message(exception)
+        to_post = sorted(to_post, key=lambda i: (
+                i.subscription_period_start or i.invoice_date, i.id))
+        try:
+            Invoice.save(to_post)
+            with Transaction().set_context(_skip_warnings=True):
+                Invoice.post(to_post)
+        except TransactionError:
+            raise
+        except Exception as exception:
+            raise PostError(exception) from exception
         to_render = {
             line.invoice for line in lines
             if line.invoice not in failed
@@ -465,6 +487,14 @@ class RunLine(ModelSQL, ModelView):
         "Direct debits are collected by staff"
         for line in lines:
             line.state = 'manual'
+
+
+class PostError(Exception):
+    "Posting failed: deliver the invoices one by one"
+
+    def __init__(self, exception):
+        super().__init__(exception)
+        self.exception = exception
 
 
 def merge_pdfs(documents):
