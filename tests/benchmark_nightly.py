@@ -23,11 +23,34 @@ on SQLite from about 1,000 contracts: "Expression tree is too large") is
 reported as such in the table.  The exit status is non-zero only when the
 recurring_invoice run is wrong or fails.
 
+With ``--delivery`` it measures instead the night with e-mail delivery,
+end to end (section "Nightly run with e-mail delivery" of the report, which
+replaces itself there and keeps the rest of the file): N contracts with
+automatic delivery by e-mail (one delivery setting each, the module's
+template, customers with an e-mail address, a fiscal year to post in); the
+night is ``generate_recurring_invoices(D)``, which generates, posts, renders
+the PDFs with ``render_pdf_cache`` and e-mails them through trytond's
+``[email] uri`` to an SMTP sink (aiosmtpd) that the driver runs on
+127.0.0.1.  The measuring process times generation, posting, rendering
+(and its ``soffice`` part), composing and SMTP by wrapping those methods
+(in this benchmark process only); the sink checks N mails, one per invoice,
+each with the invoice's stored PDF, and none in a second night.  After the
+first run the same process renders the first ``--core-pdf`` invoices again
+as core does, one ``InvoiceReport.execute`` per invoice with the report
+action's output format PDF, and with ``render_pdf_cache`` for comparison.
+A last run has the converter down (``[recurring_invoice] soffice =
+/nonexistent/soffice``) and must end within ``--down-timeout`` with the
+lines failed and a reason.  Measured without queue workers (the delivery
+runs in the cron process).
+
 Usage::
 
     python tests/benchmark_nightly.py [--sizes 200,2000]
         [--backend sqlite|postgresql|both] [--core|--no-core]
         [--output doc/benchmark.md] [--repeat 3] [--timeout 600]
+    python tests/benchmark_nightly.py --delivery [--sizes 200]
+        [--backend sqlite|postgresql|both] [--repeat 3] [--core-pdf 30]
+        [--down-timeout 120]
 
 SQLite uses file databases in a temporary directory.  PostgreSQL is used
 when ``TRYTOND_DATABASE_URI`` points to a server, e.g.
@@ -48,6 +71,7 @@ import tempfile
 import time
 import traceback
 import urllib.parse
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,12 +83,21 @@ PRICE = 100
 FLAVOURS = {
     'turnus': ['recurring_invoice'],
     'core': ['sale_subscription'],
+    # recurring_invoice with a fiscal year and automatic e-mail delivery
+    'delivery': ['recurring_invoice'],
     }
 FLAVOUR_LABELS = {
     'turnus': "recurring_invoice `generate_recurring_invoices`",
     'core': "core sale_subscription `generate_consumption` + "
     "`generate_invoice`",
+    'delivery': "recurring_invoice `generate_recurring_invoices` with "
+    "e-mail delivery",
     }
+DELIVERY_HEADING = "## Nightly run with e-mail delivery"
+MAIL_FROM = "rechnung@turnus-bench.example"
+# Targets of the issue for 200 contracts on 2 cores
+TARGET_RENDER_PER_INVOICE = 0.15
+TARGET_NIGHT_200 = 60
 
 
 def log(message):
@@ -98,6 +131,11 @@ def _maxrss_kib():
 def _init_trytond(spec):
     from trytond.config import config
     config.update_etc(spec['config'])
+    # Settings of this process only, e.g. the SMTP server of the sink
+    for section, option, value in spec.get('settings', []):
+        if not config.has_section(section):
+            config.add_section(section)
+        config.set(section, option, value)
 
 
 def _create_database(spec):
@@ -204,6 +242,34 @@ def _setup_company(spec):
         service.consumption_recurrence = monthly
     service.save()
 
+    if spec['flavour'] == 'delivery':
+        _setup_delivery(spec)
+
+
+def _setup_delivery(spec):
+    "A fiscal year around the due date to post, and automatic delivery on"
+    from proteus import Model
+
+    from trytond.modules.account.tests.tools import create_fiscalyear
+    from trytond.modules.account_invoice.tests.tools import (
+        set_fiscalyear_invoice_sequences)
+
+    date = dt.date.fromisoformat(spec['date'])
+    # Automatic posting dates the invoices of past periods today
+    today = dt.date.today()
+    fiscalyear = set_fiscalyear_invoice_sequences(
+        create_fiscalyear(today=(min(date, today), max(date, today))))
+    fiscalyear.click('create_period')
+    Configuration = Model.get('sale.configuration')
+    configuration = Configuration(1)
+    configuration.automatic_delivery = True
+    configuration.save()
+
+
+def customer_email(number):
+    "The e-mail address of customer number (1-based)"
+    return f"customer{number:05d}@example.com"
+
 
 def worker_template(spec):
     start = time.monotonic()
@@ -261,15 +327,22 @@ def worker_populate(spec):
         ids = []
         for offset in range(0, n, SLICE):
             size = min(SLICE, n - offset)
-            parties = Party.create([{
-                        'name': f"Customer {offset + i + 1:05d}",
-                        'addresses': [('create', [{
-                                        'street': f"Hauptstraße {i + 1}",
-                                        'postal_code': '10115',
-                                        'city': 'Berlin',
-                                        'invoice': True,
-                                        }])],
-                        } for i in range(size)])
+            party_values = [{
+                    'name': f"Customer {offset + i + 1:05d}",
+                    'addresses': [('create', [{
+                                    'street': f"Hauptstraße {i + 1}",
+                                    'postal_code': '10115',
+                                    'city': 'Berlin',
+                                    'invoice': True,
+                                    }])],
+                    } for i in range(size)]
+            if spec['flavour'] == 'delivery':
+                for i, value in enumerate(party_values):
+                    value['contact_mechanisms'] = [('create', [{
+                                    'type': 'email',
+                                    'value': customer_email(offset + i + 1),
+                                    }])]
+            parties = Party.create(party_values)
             values = []
             for party in parties:
                 value = {
@@ -288,7 +361,7 @@ def worker_populate(spec):
             transaction.commit()
         created = time.monotonic()
 
-        if spec['flavour'] == 'turnus':
+        if spec['flavour'] in {'turnus', 'delivery'}:
             # The recurrence wizard, as a user would run it on a selection
             SetupRecurrence = pool.get(
                 'sale.subscription.setup_recurrence', type='wizard')
@@ -310,6 +383,9 @@ def worker_populate(spec):
                             }, 'apply')
                     SetupRecurrence.delete(session_id)
                 transaction.commit()
+        if spec['flavour'] == 'delivery':
+            _setup_contract_deliveries(pool, ids)
+            transaction.commit()
         for offset in range(0, n, SLICE):
             subscriptions = Subscription.browse(ids[offset:offset + SLICE])
             Subscription.quote(subscriptions)
@@ -323,13 +399,49 @@ def worker_populate(spec):
                 ('state', '=', 'running'),
                 ('next_invoice_date', '=', date),
                 ])
+        automatic = Subscription.search_count([
+                ('automatic_delivery', '=', True),
+                ('standard_delivery', '!=', None),
+                ])
     if due != n:
         raise AssertionError(f"{due} contracts due on {date}, expected {n}")
+    if spec['flavour'] == 'delivery' and automatic != n:
+        raise AssertionError(
+            f"{automatic} contracts with automatic delivery, expected {n}")
     return {
         'seconds': time.monotonic() - start,
         'create_seconds': created - start,
         'due': due,
         }
+
+
+def _setup_contract_deliveries(pool, ids):
+    """Give each contract its own standard delivery (post, e-mail with the
+    template of the module) and switch its automatic delivery on"""
+    from trytond.transaction import Transaction
+
+    Delivery = pool.get('sale.subscription.delivery')
+    ModelData = pool.get('ir.model.data')
+    Subscription = pool.get('sale.subscription')
+    template_id = ModelData.get_id(
+        'recurring_invoice', 'email_template_invoice')
+    for offset in range(0, len(ids), SLICE):
+        sub_ids = ids[offset:offset + SLICE]
+        deliveries = Delivery.create([{
+                    'kind': 'standard',
+                    'post': True,
+                    'channels': ['email'],
+                    'email_template': template_id,
+                    } for _ in sub_ids])
+        args = []
+        for sub_id, delivery in zip(sub_ids, deliveries):
+            args.extend([Subscription.browse([sub_id]), {
+                        'standard_delivery': delivery.id,
+                        'automatic_delivery': True,
+                        }])
+        # Switching automatic delivery on asks for confirmation
+        with Transaction().set_context(_skip_warnings=True):
+            Subscription.write(*args)
 
 
 class _QueryCounter:
@@ -509,10 +621,315 @@ def worker_measure(spec):
     return result
 
 
+class _Timers:
+    """Wall time spent in some functions, measured by wrapping them in
+    this process only (a benchmark may; the tests must not)"""
+
+    def __init__(self):
+        self.seconds = defaultdict(float)
+        self.calls = defaultdict(int)
+        self._depth = defaultdict(int)
+
+    def _timed(self, key, function):
+        timers = self
+
+        def wrapper(*args, **kwargs):
+            if timers._depth[key]:
+                # Nested call: counted by the outer one
+                return function(*args, **kwargs)
+            timers._depth[key] += 1
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                timers.seconds[key] += time.perf_counter() - start
+                timers.calls[key] += 1
+                timers._depth[key] -= 1
+        return wrapper
+
+    def wrap_classmethod(self, cls, name, key):
+        wrapped = self._timed(key, getattr(cls, name))
+        setattr(cls, name, classmethod(
+                lambda cls_, *args, **kwargs: wrapped(*args, **kwargs)))
+
+    def wrap_function(self, module, name, key):
+        setattr(module, name, self._timed(key, getattr(module, name)))
+
+    def wrap_method(self, cls, name, key):
+        setattr(cls, name, self._timed(key, getattr(cls, name)))
+
+    def snapshot(self):
+        return {'seconds': dict(self.seconds), 'calls': dict(self.calls)}
+
+    def reset(self):
+        self.seconds.clear()
+        self.calls.clear()
+
+
+def _delivery_state(pool, db, context):
+    "What the nightly runs left: invoices, protocol lines, e-mails"
+    import hashlib
+
+    from trytond.transaction import Transaction
+    with Transaction().start(db, 0, context=context, readonly=True):
+        Invoice = pool.get('account.invoice')
+        Run = pool.get('account.invoice.run')
+        RunLine = pool.get('account.invoice.run.line')
+        Email = pool.get('ir.email')
+        Subscription = pool.get('sale.subscription')
+        invoices = Invoice.search(
+            [('subscription', '!=', None)], order=[('id', 'ASC')])
+        lines = RunLine.search([], order=[('id', 'ASC')])
+        states = defaultdict(int)
+        formats = defaultdict(int)
+        expected = {}
+        for invoice in invoices:
+            states[invoice.state] += 1
+            formats[str(invoice.invoice_report_format)] += 1
+            cache = invoice.invoice_report_cache
+            if invoice.number:
+                # What the mail of the invoice must be: to its party, with
+                # the stored PDF
+                expected[invoice.number] = {
+                    'to': invoice.party.email,
+                    'sha256': (hashlib.sha256(cache).hexdigest()
+                        if cache and invoice.invoice_report_format == 'pdf'
+                        else None),
+                    }
+        line_states = defaultdict(int)
+        reasons = defaultdict(int)
+        for line in lines:
+            line_states[line.state] += 1
+            if line.state == 'failed':
+                reasons[line.message or ''] += 1
+        return {
+            'invoices': len(invoices),
+            'invoice_states': dict(states),
+            'report_formats': dict(formats),
+            'invoiced_contracts': len({i.subscription.id for i in invoices}),
+            'invoice_errors': Subscription.search_count(
+                [('invoice_error', '!=', None)]),
+            'runs': Run.search_count([]),
+            'run_lines': len(lines),
+            'line_states': dict(line_states),
+            'failure_reasons': dict(reasons),
+            'emails_logged': Email.search_count([]),
+            'expected_mails': expected,
+            }
+
+
+def worker_delivery(spec):
+    """Time the nightly run with e-mail delivery for spec['date'] (the mails
+    go to the SMTP sink of the driver), check it and time a second run;
+    then time core's rendering of the first spec['core_pdf'] invoices one
+    report at a time, and recurring_invoice's of the same invoices"""
+    import trytond.sendmail as sendmail
+    from trytond import backend
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction
+    from trytond.worker import run_task
+
+    _init_trytond(spec)
+    db, n = spec['db'], spec['n']
+    down = spec.get('converter_down', False)
+    date = dt.date.fromisoformat(spec['date'])
+    pool = Pool(db)
+    pool.init()
+    context = _context(pool, db)
+    Subscription = pool.get('sale.subscription')
+    Invoice = pool.get('account.invoice')
+    InvoiceReport = pool.get('account.invoice', type='report')
+    RunLine = pool.get('account.invoice.run.line')
+    invoice_pdf = sys.modules[InvoiceReport.render_pdf_cache.__module__]
+    invoice_run = sys.modules[RunLine.deliver.__module__]
+    batch_sizes = {
+        'delivery': getattr(invoice_run, 'DELIVERY_BATCH_SIZE', None),
+        'pdf': getattr(invoice_pdf, 'PDF_BATCH_SIZE', None),
+        }
+    counter = _QueryCounter()
+    counter.install(backend.name)
+
+    timers = _Timers()
+    timers.wrap_classmethod(
+        Subscription, 'deliver_recurring_invoices', 'delivery')
+    timers.wrap_classmethod(Invoice, 'post', 'post')
+    timers.wrap_classmethod(InvoiceReport, 'render_pdf_cache', 'render')
+    timers.wrap_function(invoice_pdf, '_run_soffice', 'soffice')
+    timers.wrap_classmethod(RunLine, 'deliver_email', 'compose')
+    timers.wrap_method(sendmail.SMTPDataManager, 'tpc_vote', 'smtp')
+    timers.wrap_method(sendmail.SMTPDataManager, 'tpc_finish', 'smtp')
+
+    def night():
+        "Like ir.cron: the method in a transaction, then the queued tasks"
+        timers.reset()
+        result = {'started_at': time.time()}
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        queries = counter.count
+        start = time.perf_counter()
+        try:
+            with Transaction().start(db, 0, context=context) as transaction:
+                Subscription.generate_recurring_invoices(date)
+                transaction.commit()
+        except Exception as exception:
+            result['error'] = {'type': type(exception).__name__,
+                'message': str(exception),
+                'traceback': _short_traceback(exception)}
+        result['seconds'] = time.perf_counter() - start
+        # Core's print_invoice queued at posting (finds the PDF stored)
+        tasks = list(Transaction().tasks)
+        Transaction().tasks.clear()
+        for task_id in tasks:
+            run_task(db, task_id)
+        result['tasks'] = len(tasks)
+        result['tasks_seconds'] = time.perf_counter() - start - result[
+            'seconds']
+        result['ended_at'] = time.time()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result['cpu_seconds'] = (after.ru_utime - usage.ru_utime
+            + after.ru_stime - usage.ru_stime)
+        result['children_cpu_seconds'] = (
+            after_children.ru_utime - children.ru_utime
+            + after_children.ru_stime - children.ru_stime)
+        result['queries'] = counter.count - queries
+        result['timers'] = timers.snapshot()
+        return result
+
+    rss_before = _rss_kib()
+    first = night()
+    result = {
+        'first': first,
+        'batch_sizes': batch_sizes,
+        'rss_before_kib': rss_before,
+        'maxrss_kib': _maxrss_kib(),
+        }
+    state_context = dict(context, date=date)
+    result['after_first'] = state1 = _delivery_state(pool, db, state_context)
+    problems = []
+    if first.get('error'):
+        problems.append(f"the run raised {first['error']['type']}")
+    if state1['invoices'] != n:
+        problems.append(f"{state1['invoices']} invoices, expected {n}")
+    if state1['invoice_errors']:
+        problems.append(
+            f"{state1['invoice_errors']} contracts with an invoicing error")
+    if state1['invoice_states'].get('posted', 0) != n:
+        problems.append(f"posted: {state1['invoice_states']}, expected {n}")
+    if state1['runs'] != 1 or state1['run_lines'] != n:
+        problems.append(f"{state1['runs']} runs with {state1['run_lines']} "
+            f"lines, expected 1 with {n}")
+    if down:
+        if state1['line_states'].get('failed', 0) != n:
+            problems.append(
+                f"lines {state1['line_states']}, expected {n} failed")
+        if not all(state1['failure_reasons']):
+            problems.append("failed lines without a reason")
+    else:
+        if state1['line_states'].get('done', 0) != n:
+            problems.append(
+                f"lines {state1['line_states']}, expected {n} done")
+        if state1['report_formats'].get('pdf', 0) != n:
+            problems.append(
+                f"report formats {state1['report_formats']}, "
+                f"expected {n} PDF")
+        if state1['emails_logged'] != n:
+            problems.append(
+                f"{state1['emails_logged']} e-mails logged, expected {n}")
+
+    # Again for the same date: creates and sends nothing (it retries the
+    # failed lines when the converter is down)
+    second = night()
+    result['second'] = second
+    result['after_second'] = state2 = _delivery_state(
+        pool, db, state_context)
+    if second.get('error'):
+        problems.append(f"second run raised {second['error']['type']}")
+    for key in ['invoices', 'runs', 'run_lines', 'emails_logged']:
+        if state2[key] != state1[key]:
+            problems.append(f"second run: {key} {state1[key]} -> "
+                f"{state2[key]}")
+    if state2['line_states'] != state1['line_states']:
+        problems.append(f"second run: lines {state1['line_states']} -> "
+            f"{state2['line_states']}")
+
+    if not down and spec.get('core_pdf') and not problems:
+        result['render_compare'] = _compare_rendering(
+            pool, db, context, spec['core_pdf'], timers)
+        problems.extend(result['render_compare'].pop('problems'))
+    result['problems'] = problems
+    result['ok'] = not problems
+    return result
+
+
+def _compare_rendering(pool, db, context, count, timers):
+    """Render the PDF of the first count invoices of the night again, with
+    their cache emptied: by render_pdf_cache (one soffice call), then as
+    core does, one InvoiceReport.execute per invoice with the report action's
+    output format set to PDF (one soffice start each).  Rolled back."""
+    from trytond.transaction import Transaction
+
+    Invoice = pool.get('account.invoice')
+    InvoiceReport = pool.get('account.invoice', type='report')
+    ActionReport = pool.get('ir.action.report')
+    ModelData = pool.get('ir.model.data')
+    problems = []
+    result = {}
+    with Transaction().start(db, 0, context=context) as transaction:
+        invoices = Invoice.search([
+                ('subscription', '!=', None),
+                ('state', '=', 'posted'),
+                ], order=[('id', 'ASC')], limit=count)
+        ids = [i.id for i in invoices]
+        result['invoices'] = len(ids)
+
+        def clear():
+            Invoice.write(Invoice.browse(ids), {
+                    'invoice_report_cache': None,
+                    'invoice_report_format': None,
+                    })
+
+        def check(label):
+            bad = [i.id for i in Invoice.browse(ids)
+                if i.invoice_report_format != 'pdf'
+                or not (i.invoice_report_cache or b'').startswith(b'%PDF')]
+            if bad:
+                problems.append(f"{label}: {len(bad)} invoices without PDF")
+
+        clear()
+        timers.reset()
+        start = time.perf_counter()
+        InvoiceReport.render_pdf_cache(Invoice.browse(ids))
+        result['batch_seconds'] = time.perf_counter() - start
+        result['batch_soffice_seconds'] = timers.seconds.get('soffice', 0)
+        check("render_pdf_cache")
+
+        clear()
+        action = ActionReport(
+            ModelData.get_id('account_invoice', 'report_invoice'))
+        action.extension = 'pdf'
+        action.save()
+        times = []
+        for id_ in ids:
+            start = time.perf_counter()
+            format_, content, _, _ = InvoiceReport.execute([id_], {})
+            times.append(time.perf_counter() - start)
+            if format_ != 'pdf' or not bytes(content).startswith(b'%PDF'):
+                problems.append(
+                    f"core: invoice {id_} rendered as {format_}, not PDF")
+                break
+        result['core_seconds'] = times
+        check("core")
+        transaction.rollback()
+    result['problems'] = problems
+    return result
+
+
 WORKERS = {
     'template': worker_template,
     'populate': worker_populate,
     'measure': worker_measure,
+    'delivery': worker_delivery,
     }
 
 
@@ -748,6 +1165,21 @@ def code_version():
     return commit + (" with uncommitted changes in modules/" if dirty else "")
 
 
+def modules_fingerprint():
+    "What identifies the code of modules/: its tree at HEAD and local edits"
+    try:
+        tree = subprocess.run(
+            ['git', 'rev-parse', 'HEAD:modules'], cwd=ROOT,
+            capture_output=True, text=True, check=True).stdout.strip()
+        diff = subprocess.run(
+            ['git', 'diff', 'HEAD', '--', 'modules'], cwd=ROOT,
+            capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    import hashlib
+    return tree, hashlib.sha256(diff).hexdigest()
+
+
 def _mib(kib):
     return kib / 1024 if kib else None
 
@@ -897,9 +1329,675 @@ def write_report(path, machine, measurements, options, started, total):
         "recurring_invoice), then quoted and run. Only the nightly run is "
         "timed; `--repeat` sets the number of runs per case (default 3).")
     add("")
+    # The section of the delivery benchmark (--delivery) stays
+    delivery = read_section(path, DELIVERY_HEADING)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write('\n'.join(lines))
+    if delivery:
+        update_section(path, DELIVERY_HEADING, delivery)
+
+# ---------------------------------------------------------------------------
+# End-to-end delivery: driver side
+
+
+class MailSink:
+    """An SMTP server on 127.0.0.1 (aiosmtpd, in a thread of the driver, so
+    it takes no time from the measured process) that keeps what it gets"""
+
+    def __init__(self):
+        import socket
+        with socket.socket() as free:
+            free.bind(('127.0.0.1', 0))
+            self.port = free.getsockname()[1]
+        self.messages = []
+        self.controller = None
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(
+            (time.time(), list(envelope.rcpt_tos), envelope.content))
+        return '250 OK'
+
+    def start(self):
+        from aiosmtpd.controller import Controller
+        self.controller = Controller(self, hostname='127.0.0.1',
+            port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self):
+        if self.controller:
+            self.controller.stop()
+            self.controller = None
+
+    def take(self):
+        "Return the messages received so far and forget them"
+        messages, self.messages = self.messages, []
+        return messages
+
+
+def check_mails(messages, expected):
+    """Check the mails of a night against the invoices it should deliver:
+    one per invoice, to its party, with the invoice's stored PDF attached"""
+    import hashlib
+    import io
+    import re
+    from email import message_from_bytes, policy
+
+    from pypdf import PdfReader
+
+    problems = []
+    seen = defaultdict(int)
+    pages = defaultdict(int)
+    sizes = []
+    for _, rcpt_tos, content in messages:
+        message = message_from_bytes(content, policy=policy.default)
+        match = re.match(r'Invoice (\S+)', message['Subject'] or '')
+        number = match.group(1) if match else None
+        if number not in expected:
+            problems.append(f"mail for no invoice: {message['Subject']!r}")
+            continue
+        seen[number] += 1
+        want = expected[number]
+        if rcpt_tos != [want['to']]:
+            problems.append(f"invoice {number} mailed to {rcpt_tos}, "
+                f"expected {want['to']}")
+        attachments = list(message.iter_attachments())
+        pdfs = [a for a in attachments
+            if (a.get_filename() or '').endswith('.pdf')]
+        if len(attachments) != 1 or len(pdfs) != 1:
+            problems.append(f"invoice {number}: {len(attachments)} "
+                f"attachments, {len(pdfs)} PDF")
+            continue
+        data = pdfs[0].get_content()
+        sizes.append(len(data))
+        if not data.startswith(b'%PDF'):
+            problems.append(f"invoice {number}: attachment is no PDF")
+            continue
+        if hashlib.sha256(data).hexdigest() != want['sha256']:
+            problems.append(
+                f"invoice {number}: PDF differs from the stored report")
+        try:
+            pages[len(PdfReader(io.BytesIO(data)).pages)] += 1
+        except Exception as exception:
+            problems.append(f"invoice {number}: unreadable PDF "
+                f"({exception})")
+    twice = [k for k, v in seen.items() if v > 1]
+    missing = len(set(expected) - set(seen))
+    if twice:
+        problems.append(f"{len(twice)} invoices mailed more than once")
+    if missing:
+        problems.append(f"{missing} invoices not mailed")
+    return {
+        'count': len(messages),
+        'invoices_mailed': len(seen),
+        'pages': dict(pages),
+        'pdf_kib': sum(sizes) / len(sizes) / 1024 if sizes else None,
+        'problems': problems[:20],
+        }
+
+
+def split_mails(messages, result):
+    "The messages received during the first night, the second, and else"
+    first = result['first']
+    second = result['second']
+    parts = {'first': [], 'second': [], 'outside': []}
+    for message in messages:
+        received = message[0]
+        if first['started_at'] <= received <= first['ended_at']:
+            parts['first'].append(message)
+        elif second['started_at'] <= received <= second['ended_at']:
+            parts['second'].append(message)
+        else:
+            parts['outside'].append(message)
+    return parts
+
+
+def run_delivery(options, backend, sizes, date):
+    "Build, fill and measure the delivery databases of a backend"
+    measurements = []
+    sink = MailSink().start()
+    log(f"{backend.name}: SMTP sink on 127.0.0.1:{sink.port}")
+    settings = [
+        ['email', 'uri', f'smtp://127.0.0.1:{sink.port}'],
+        ['email', 'from', MAIL_FROM],
+        ]
+    try:
+        template = backend.db_name('tpl', 'delivery')
+        built = run_worker(backend, 'template',
+            {'db': template, 'flavour': 'delivery', 'date': date},
+            options.timeout * 2)
+        backend.created.append(template)
+        if 'crash' in built or 'timeout' in built:
+            sys.exit(f"could not build the template {template}, "
+                f"see {built['log']}")
+        log(f"{backend.name}: template delivery built in "
+            f"{built['seconds']:.0f} s")
+        for n in sizes:
+            db = backend.db_name('delivery', n)
+            backend.copy(template, db)
+            spec = {'db': db, 'flavour': 'delivery', 'n': n, 'date': date}
+            pop = run_worker(backend, 'populate', spec, options.timeout * 2)
+            measurement = {'backend': backend.name, 'n': n}
+            measurements.append(measurement)
+            if 'crash' in pop or 'timeout' in pop:
+                measurement['result'] = {
+                    'skipped': f"data setup failed ({pop['log']})"}
+                continue
+            measurement['populate'] = pop['seconds']
+            log(f"{backend.name}: {db} filled in {pop['seconds']:.0f} s")
+            cases = [('runs', r, {}) for r in range(options.repeat)]
+            cases.append(('down', 0, {'converter_down': True}))
+            for case, repeat, extra in cases:
+                run_spec = dict(spec, **extra,
+                    db=backend.db_name('delivery', n, case, repeat),
+                    settings=list(settings),
+                    # Core's rendering after the first run only: ~1 s each
+                    core_pdf=options.core_pdf if (
+                        case == 'runs' and repeat == 0) else 0)
+                if case == 'down':
+                    run_spec['settings'].append(
+                        ['recurring_invoice', 'soffice',
+                            '/nonexistent/soffice'])
+                backend.copy(db, run_spec['db'])
+                sink.take()
+                load = os.getloadavg()
+                timeout = (options.down_timeout if case == 'down'
+                    else options.timeout)
+                busy = _machine_busy_seconds()
+                children = _children_cpu_seconds()
+                wall = time.monotonic()
+                result = run_worker(backend, 'delivery', run_spec, timeout)
+                result['load_before'] = load[0]
+                result['load_after'] = os.getloadavg()[0]
+                # CPU of the whole machine while the worker ran, and the
+                # worker's own (with soffice): the rest is everybody else's
+                result['window_seconds'] = time.monotonic() - wall
+                result['machine_cpu_seconds'] = (
+                    _machine_busy_seconds() - busy)
+                result['worker_cpu_seconds'] = (
+                    _children_cpu_seconds() - children)
+                messages = sink.take()
+                if 'first' in result:
+                    parts = split_mails(messages, result)
+                    expected = ({} if case == 'down'
+                        else result['after_first']['expected_mails'])
+                    result['mails'] = {
+                        'first': check_mails(parts['first'], expected),
+                        'second': len(parts['second']),
+                        'outside': len(parts['outside']),
+                        }
+                    mails = result['mails']
+                    if case == 'down':
+                        if mails['first']['count']:
+                            result['problems'].append(
+                                f"{mails['first']['count']} mails with the "
+                                "converter down")
+                    else:
+                        if mails['first']['count'] != n:
+                            result['problems'].append(
+                                f"{mails['first']['count']} mails, "
+                                f"expected {n}")
+                        result['problems'].extend(
+                            mails['first']['problems'])
+                    if mails['second']:
+                        result['problems'].append(
+                            f"second run sent {mails['second']} mails")
+                    if mails['outside']:
+                        result['problems'].append(
+                            f"{mails['outside']} mails outside the runs")
+                    result['ok'] = not result['problems']
+                    # Only the figures are kept
+                    for state in ['after_first', 'after_second']:
+                        result[state].pop('expected_mails', None)
+                    render = result['first']['timers']['seconds'].get(
+                        'render', 0)
+                    log(f"{backend.name} N={n} {case} {repeat + 1}: night "
+                        f"{result['first']['seconds']:.2f} s, render "
+                        f"{render:.2f} s, "
+                        f"mails {mails['first']['count']}/"
+                        f"{mails['second']}, ok={result['ok']} "
+                        f"{'; '.join(result['problems'])}")
+                else:
+                    result.setdefault('problems', [])
+                    result['ok'] = False
+                    result['mails_received'] = len(messages)
+                    log(f"{backend.name} N={n} {case} {repeat + 1}: no "
+                        f"result ({result['log']})")
+                measurement.setdefault(case, []).append(result)
+                backend.drop(run_spec['db'])
+                if case == 'runs' and not result['ok']:
+                    break
+            measurement['result'] = representative_delivery(
+                measurement.get('runs', []))
+    finally:
+        sink.stop()
+    return measurements
+
+
+def _other_cores(run):
+    "The cores used by other processes while the worker ran, on average"
+    other = run['machine_cpu_seconds'] - run['worker_cpu_seconds']
+    return max(other, 0) / run['window_seconds']
+
+
+def _machine_busy_seconds():
+    "CPU seconds all the processors spent busy since boot"
+    try:
+        with open('/proc/stat') as fp:
+            fields = fp.readline().split()
+    except OSError:
+        return 0
+    # user nice system idle iowait irq softirq steal
+    values = [int(v) for v in fields[1:9]]
+    busy = sum(values) - values[3] - values[4]
+    return busy / os.sysconf('SC_CLK_TCK')
+
+
+def _children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def representative_delivery(runs):
+    "The first failing run, else the run of median night time"
+    for run in runs:
+        if not run.get('ok'):
+            return run
+    ordered = sorted(runs, key=lambda r: r['first']['seconds'])
+    return ordered[(len(ordered) - 1) // 2] if ordered else {}
+
+
+def soffice_version():
+    try:
+        output = subprocess.run(['soffice', '--version'],
+            capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "not installed"
+    return ' '.join(output.split()[:2]) or "soffice (unknown version)"
+
+
+def _median(values):
+    values = sorted(values)
+    if not values:
+        return None
+    middle = len(values) // 2
+    if len(values) % 2:
+        return values[middle]
+    return (values[middle - 1] + values[middle]) / 2
+
+
+def _batch_size(measurements, kind):
+    "The batch size of the module the runs measured ('?' if unknown)"
+    sizes = {run.get('batch_sizes', {}).get(kind)
+        for m in measurements for run in m.get('runs', [])}
+    sizes.discard(None)
+    return '/'.join(map(str, sorted(sizes))) or '?'
+
+
+def _plural(count, word):
+    return f"{count} {word}" + ('' if count == 1 else 's')
+
+
+def _fmt(value, digits=2):
+    return '' if value is None else f"{value:.{digits}f}"
+
+
+def delivery_section(machine, measurements, meta, started, total):
+    "The lines of the section about the nightly run with e-mail delivery"
+    lines = []
+    add = lines.append
+    add(DELIVERY_HEADING)
+    add("")
+    add(f"Run on {started:%Y-%m-%d %H:%M} (total {total / 60:.1f} min) "
+        "with:")
+    add("")
+    add("```")
+    add(meta['command'])
+    add("```")
+    add("")
+    add(f"Code: commit {machine['code']}. Same machine as above "
+        f"({machine['cpu']}, {machine['cores']} cores); "
+        f"{meta['soffice']}, aiosmtpd {meta['aiosmtpd']}, "
+        + ", ".join(f"{k} {v}" for k, v in machine['backends'].items())
+        + ".")
+    add("")
+    add(f"N monthly contracts as above, all due on {meta['date']}, each "
+        "with its own standard delivery setting (post, channel e-mail, the "
+        "module's template \"Invoice\"), automatic delivery on (company "
+        "switch too) and a customer with an e-mail address; the template "
+        "database also has a fiscal year with invoice sequences and "
+        "periods. No queue worker is configured, so the cron process "
+        "delivers itself. The night is one call of "
+        "`sale.subscription.generate_recurring_invoices(D)` in a "
+        "transaction, as `ir.cron` runs it, in a fresh process: it creates "
+        "the invoices, then, in delivery slices of "
+        f"{_batch_size(measurements, 'delivery')} lines (one transaction "
+        "each), posts, renders the PDFs (`render_pdf_cache`, one `soffice` "
+        "call per slice, at most "
+        f"{_batch_size(measurements, 'pdf')} files per call) and e-mails "
+        "them through "
+        "trytond's `[email] uri` to an aiosmtpd sink on 127.0.0.1 run by "
+        "the driver process. The queued tasks (core's `print_invoice`, "
+        "which finds the PDF stored) run afterwards and are timed "
+        "separately. The sink checks that the night sent exactly N mails, "
+        "one per invoice, to the customer's address, each with one PDF "
+        "attachment identical (SHA-256) to the invoice's stored report and "
+        "readable by pypdf; a second night for the same date must send "
+        "nothing and add no protocol line. Median of the runs, each on a "
+        "fresh copy of the filled database.")
+    add("")
+    add("| Backend | N | Result | Night (s) | Range (s) | Invoices/s "
+        "| Generation (s) | Post + render + send (s) | Queued tasks (s) "
+        "| CPU Python (s) | CPU soffice (s) | Peak RSS (MiB) "
+        "| Mails 1st / 2nd night | 2nd night (s) |")
+    add("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | --- | ---: |")
+    rows = []
+    for m in measurements:
+        r = m['result']
+        if not r or 'first' not in r:
+            reason = r.get('skipped') or (
+                f"timeout (> {r['timeout']} s)" if 'timeout' in r
+                else 'crashed') if r else 'not run'
+            add(f"| {m['backend']} | {m['n']} | **{reason}** |"
+                + " |" * 11)
+            continue
+        first = r['first']
+        timers = first['timers']['seconds']
+        night = first['seconds']
+        delivery = timers.get('delivery', 0)
+        times = sorted(run['first']['seconds'] for run in m.get('runs', [])
+            if 'first' in run)
+        spread = (f"{times[0]:.2f}–{times[-1]:.2f} ({len(times)} runs)"
+            if len(times) > 1 else "(1 run)")
+        status = "ok" if r['ok'] else (
+            "**WRONG**: " + "; ".join(r['problems'][:5]))
+        mails = r.get('mails', {})
+        add("| " + " | ".join([
+                    m['backend'], str(m['n']), status, f"{night:.2f}",
+                    spread, f"{m['n'] / night:.1f}",
+                    f"{night - delivery:.2f}", f"{delivery:.2f}",
+                    f"{first['tasks_seconds']:.2f} "
+                    f"({_plural(first['tasks'], 'task')})",
+                    f"{first['cpu_seconds']:.2f}",
+                    f"{first['children_cpu_seconds']:.2f}",
+                    f"{_mib(r['maxrss_kib']):.0f}",
+                    f"{mails.get('first', {}).get('count', '?')} / "
+                    f"{mails.get('second', '?')}",
+                    f"{r['second']['seconds']:.2f}",
+                    ]) + " |")
+        rows.append((m, r))
+    add("")
+    add("Where the time of the night goes (same runs; wall time measured "
+        "by wrapping the methods in the benchmark process):")
+    add("")
+    add("| Backend | N | Posting (s) | Posting (s/invoice) "
+        "| Rendering `render_pdf_cache` (s) "
+        "| of which `soffice` (s) | Rendering share of the night "
+        "| Rendering (s/invoice) | Compose + `ir.email` (s) "
+        "| SMTP at commit (s) | Rest (s) |")
+    add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |")
+    for m, r in rows:
+        first = r['first']
+        t = first['timers']['seconds']
+        calls = first['timers']['calls']
+        night = first['seconds']
+        render = t.get('render', 0)
+        rest = (t.get('delivery', 0) - t.get('post', 0) - render
+            - t.get('compose', 0) - t.get('smtp', 0))
+        add("| " + " | ".join([
+                    m['backend'], str(m['n']), f"{t.get('post', 0):.2f}",
+                    f"{t.get('post', 0) / m['n']:.3f} "
+                    f"({_plural(calls.get('post', 0), 'call')})",
+                    f"{render:.2f} "
+                    f"({_plural(calls.get('render', 0), 'call')})",
+                    f"{t.get('soffice', 0):.2f} "
+                    f"({_plural(calls.get('soffice', 0), 'start')})",
+                    f"{render / night:.0%}",
+                    f"{render / m['n']:.3f}",
+                    f"{t.get('compose', 0):.2f}", f"{t.get('smtp', 0):.2f}",
+                    f"{rest:.2f}",
+                    ]) + " |")
+    add("")
+    add("Rendering the same invoices in the same process after the first "
+        "night, their report cache emptied (rolled back afterwards): "
+        "`render_pdf_cache` on the first invoices at once, then core's way, "
+        "`InvoiceReport.execute([id], {})` per invoice with the report "
+        "action's output format set to PDF (one `soffice` start per "
+        "invoice, default LibreOffice profile):")
+    add("")
+    add("| Backend | Invoices | Turnus in the night (s/invoice) "
+        "| Turnus, same invoices again (s/invoice) "
+        "| Core one at a time (s/invoice, median) | Core mean "
+        "| Core min–max | Core / Turnus |")
+    add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for m in measurements:
+        compared = [run for run in m.get('runs', [])
+            if (run.get('render_compare') or {}).get('core_seconds')]
+        if not compared:
+            continue
+        r = compared[0]
+        compare = r['render_compare']
+        core = compare['core_seconds']
+        count = compare['invoices']
+        night_per = r['first']['timers']['seconds'].get('render', 0) / m['n']
+        batch_per = compare['batch_seconds'] / count
+        core_median = _median(core)
+        add("| " + " | ".join([
+                    m['backend'], str(count), f"{night_per:.3f}",
+                    f"{batch_per:.3f}", f"{core_median:.2f}",
+                    f"{sum(core) / len(core):.2f}",
+                    f"{min(core):.2f}–{max(core):.2f}",
+                    f"{core_median / night_per:.0f}×"
+                    if night_per else '',
+                    ]) + " |")
+    add("")
+    add("LibreOffice down (`[recurring_invoice] soffice = "
+        "/nonexistent/soffice`), same data, one run: the night must not "
+        "hang; the invoices are posted, their lines fail with the reason "
+        "and no mail is sent; the second night retries the failed lines "
+        "and fails as fast:")
+    add("")
+    add("| Backend | N | Result | Night (s) | Posted | Lines failed | Mails "
+        "| Reason | 2nd night (retry, s) | Queued tasks (s) |")
+    add("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+    for m in measurements:
+        for r in m.get('down', []):
+            if 'first' not in r:
+                reason = (f"**hangs**: killed after {r['timeout']} s"
+                    if 'timeout' in r else "**crashed**")
+                add(f"| {m['backend']} | {m['n']} | {reason} |" + " |" * 7)
+                continue
+            state = r['after_first']
+            reasons = state['failure_reasons']
+            reason = max(reasons, key=reasons.get) if reasons else ''
+            status = "ok" if r['ok'] else (
+                "**WRONG**: " + "; ".join(r['problems'][:5]))
+            add("| " + " | ".join([
+                        m['backend'], str(m['n']), status,
+                        f"{r['first']['seconds']:.2f}",
+                        str(state['invoice_states'].get('posted', 0)),
+                        str(state['line_states'].get('failed', 0)),
+                        str(r['mails']['first']['count']),
+                        reason.replace('|', '\\|'),
+                        f"{r['second']['seconds']:.2f}",
+                        f"{r['first']['tasks_seconds']:.2f} "
+                        f"({_plural(r['first']['tasks'], 'task')})",
+                        ]) + " |")
+    add("")
+    add("### Against the targets")
+    add("")
+    for m, r in rows:
+        render = r['first']['timers']['seconds'].get('render', 0) / m['n']
+        night = r['first']['seconds']
+        core = _median([t for run in m.get('runs', [])
+                for t in (run.get('render_compare') or {}).get(
+                    'core_seconds', [])])
+        verdict = "met" if render <= TARGET_RENDER_PER_INVOICE else "missed"
+        text = (f"- {m['backend']}, N = {m['n']}: rendering "
+            f"{render:.3f} s per invoice (target ≤ "
+            f"{TARGET_RENDER_PER_INVOICE} s: {verdict}; core in the same run "
+            f"{_fmt(core)} s, issue: 1.05 s)")
+        if m['n'] == 200:
+            verdict = "met" if night <= TARGET_NIGHT_200 else "missed"
+            text += (f"; whole night {night:.1f} s (target ≤ "
+                f"{TARGET_NIGHT_200} s: {verdict})")
+        else:
+            text += f"; whole night {night:.1f} s"
+        add(text + ".")
+    for m in measurements:
+        for r in m.get('down', []):
+            if 'first' in r:
+                add(f"- {m['backend']}, N = {m['n']}, converter down: "
+                    f"the night ends after {r['first']['seconds']:.1f} s "
+                    f"with {r['after_first']['line_states'].get('failed', 0)}"
+                    " lines failed and a reason, no mail sent.")
+    add("")
+    loads = [(run['load_before'], run['load_after'])
+        for m in measurements for case in ['runs', 'down']
+        for run in m.get(case, []) if 'load_before' in run]
+    if loads:
+        add(("The 1-minute load average was "
+            f"{min(a for a, _ in loads):.2f} to "
+            f"{max(a for a, _ in loads):.2f} just before the measured runs "
+            f"and {min(b for _, b in loads):.2f} to "
+            f"{max(b for _, b in loads):.2f} just after them "
+            "(the benchmark keeps about one core busy, LibreOffice a second "
+            "one while it converts). " + meta.get('load_note', '')).strip())
+        add("")
+    windows = [run for m in measurements for case in ['runs', 'down']
+        for run in m.get(case, []) if run.get('window_seconds')]
+    if windows:
+        window = sum(r['window_seconds'] for r in windows)
+        other = sum(max(r['machine_cpu_seconds'] - r['worker_cpu_seconds'],
+                0) for r in windows)
+        add(f"While the measuring processes ran ({window:.0f} s in all, "
+            "pool loading and checks included), the other processes of the "
+            f"machine used {other:.0f} CPU seconds, i.e. "
+            f"{other / window:.2f} of the {os.cpu_count()} cores on average "
+            "(the database server's share included on PostgreSQL); "
+            "per run: " + ", ".join(
+                f"{_other_cores(r):.2f}" for r in windows) + ".")
+        add("")
+    for note in meta.get('notes', []):
+        add(note)
+        add("")
+    add("Re-run only this section (it replaces itself in this file and "
+        "keeps the rest):")
+    add("")
+    add("```")
+    add("python tests/benchmark_nightly.py --delivery --sizes 200 "
+        "--backend sqlite")
+    add("TRYTOND_DATABASE_URI=postgresql://postgres@127.0.0.1:5432/ \\")
+    add("    python tests/benchmark_nightly.py --delivery --sizes 200 "
+        "--backend both")
+    add("```")
+    add("")
+    add("`--core-pdf` sets how many invoices core renders one at a time "
+        "(default 30, 0 to skip), `--repeat` the number of runs (default "
+        "3), `--down-timeout` how long the converter-down run may take "
+        "before it counts as hanging (default 120 s).")
+    add("")
+    return lines
+
+
+def _split_sections(text):
+    "Split a Markdown text at its '## ' headings: [(heading, text)]"
+    sections = []
+    heading, current = None, []
+    for line in text.splitlines(keepends=True):
+        if line.startswith('## '):
+            sections.append((heading, ''.join(current)))
+            heading, current = line.rstrip('\n'), []
+        current.append(line)
+    sections.append((heading, ''.join(current)))
+    return sections
+
+
+def read_section(path, heading):
+    "The text of the section heading in the file path, or None"
+    try:
+        with open(path) as fp:
+            text = fp.read()
+    except FileNotFoundError:
+        return None
+    for name, section in _split_sections(text):
+        if name == heading:
+            return section
+    return None
+
+
+def update_section(path, heading, section, before='## How to re-run'):
+    """Replace section heading of the file path by section, or insert it
+    before the section named before (else at the end)"""
+    try:
+        with open(path) as fp:
+            text = fp.read()
+    except FileNotFoundError:
+        text = "# Benchmark of the nightly recurring invoice generation\n\n"
+    if not section.endswith('\n'):
+        section += '\n'
+    sections = _split_sections(text)
+    names = [name for name, _ in sections]
+    if heading in names:
+        sections[names.index(heading)] = (heading, section)
+    elif before in names:
+        sections.insert(names.index(before), (heading, section))
+    else:
+        last_name, last = sections[-1]
+        if not last.endswith('\n\n'):
+            sections[-1] = (last_name, last.rstrip('\n') + '\n\n')
+        sections.append((heading, section))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w') as fp:
+        fp.write(''.join(text for _, text in sections))
+
+
+def main_delivery(options, sizes, output, names, uri, notes):
+    "The end-to-end delivery benchmark: writes its section of output"
+    started = dt.datetime.now()
+    start = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix='turnus-bench-')
+    log(f"work directory {workdir}")
+    date = due_date().isoformat()
+    backends = [Backend(name, workdir, uri) for name in names]
+    measurements = []
+    try:
+        machine = machine_description(backends)
+        fingerprint = modules_fingerprint()
+        for backend in backends:
+            measurements.extend(run_delivery(options, backend, sizes, date))
+        if modules_fingerprint() != fingerprint:
+            notes.append(f"**modules/ changed during the run** (commit "
+                f"{machine['code']} at the start, {code_version()} at the "
+                "end): the runs may have measured different versions.")
+    finally:
+        if not options.keep:
+            for backend in backends:
+                backend.drop_all()
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"kept {workdir}")
+    total = time.monotonic() - start
+    meta = {
+        'date': date, 'notes': notes, 'command': command_line(),
+        'soffice': soffice_version(),
+        'aiosmtpd': importlib.metadata.version('aiosmtpd'),
+        'load_note': options.load_note or '',
+        }
+    lines = delivery_section(machine, measurements, meta, started, total)
+    update_section(output, DELIVERY_HEADING, '\n'.join(lines) + '\n')
+    if options.json:
+        with open(options.json, 'w') as fp:
+            json.dump({'machine': machine, 'measurements': measurements},
+                fp, indent=1, default=str)
+    log(f"section written to {output} ({total / 60:.1f} min)")
+    failed = [m for m in measurements
+        if not m['result'].get('ok')
+        or not all(r.get('ok') for r in m.get('down', []))]
+    return 1 if failed else 0
 
 
 def command_line():
@@ -914,8 +2012,9 @@ def command_line():
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description="Benchmark the nightly recurring invoice generation")
-    parser.add_argument('--sizes', default='200,2000',
-        help="comma separated numbers of contracts (default: 200,2000)")
+    parser.add_argument('--sizes',
+        help="comma separated numbers of contracts (default: 200,2000; "
+        "200 with --delivery)")
     parser.add_argument('--backend', default='both',
         choices=['sqlite', 'postgresql', 'both'],
         help="'both' skips PostgreSQL when TRYTOND_DATABASE_URI does not "
@@ -936,11 +2035,25 @@ def parse_args(argv):
     parser.add_argument('--keep', action='store_true',
         help="keep the temporary directory and databases")
     parser.add_argument('--json', help="also write the raw results there")
+    parser.add_argument('--delivery', action='store_true',
+        help="measure only the nightly run with e-mail delivery end to end "
+        "(post, render, send to a local SMTP sink) and replace its section "
+        f"{DELIVERY_HEADING[3:]!r} of the report, keeping the rest")
+    parser.add_argument('--core-pdf', type=int, default=30,
+        help="with --delivery: invoices that core renders one report at a "
+        "time after the first run, for comparison (default: 30; 0: none)")
+    parser.add_argument('--down-timeout', type=float, default=120,
+        help="with --delivery: seconds after which the run with the PDF "
+        "converter down counts as hanging and is killed (default: 120)")
+    parser.add_argument('--load-note', help="with --delivery: a sentence "
+        "about other load on the machine, added to the report")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     options = parse_args(argv)
+    if options.sizes is None:
+        options.sizes = '200' if options.delivery else '200,2000'
     sizes = [int(s) for s in options.sizes.split(',') if s.strip()]
     output = options.output
     if not os.path.isabs(output):
@@ -957,6 +2070,9 @@ def main(argv=None):
         names.remove('postgresql')
         notes.append("PostgreSQL was not measured: TRYTOND_DATABASE_URI "
             "did not point to a PostgreSQL server.")
+
+    if options.delivery:
+        return main_delivery(options, sizes, output, names, uri, notes)
 
     started = dt.datetime.now()
     start = time.monotonic()
