@@ -3,16 +3,14 @@
 from trytond.exceptions import UserError, UserWarning
 from trytond.model.exceptions import AccessError, ValidationError
 
+from turnus.recurrence import SetupRecurrenceError  # noqa: F401
+
 
 class ActivationError(ValidationError):
     pass
 
 
 class RecurrenceLockedError(AccessError):
-    pass
-
-
-class SetupRecurrenceError(UserError):
     pass
 
 

@@ -17,9 +17,10 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
+from turnus.recurrence import RecurrenceSetupMixin, to_datetime
+
 from .exceptions import (
     ActivationError, RecurrenceLockedError, SetupRecurrenceError)
-from .recurrence import MONTHS, PRESETS, to_datetime
 
 logger = logging.getLogger(__name__)
 
@@ -782,11 +783,9 @@ class SetupRecurrence(Wizard):
     def transition_apply(self):
         pool = Pool()
         Subscription = pool.get('sale.subscription')
-        RuleSet = pool.get('sale.subscription.recurrence.rule.set')
         Line = pool.get('sale.subscription.line')
         self.check()
-        freq, interval, months = self.start.get_rule()
-        rule_set = RuleSet.find_or_create(freq, interval, months)
+        rule_set = self.start.find_or_create_rule_set()
         start_date = self.start.start_date
         lines = []
         for subscription in self.records:
@@ -806,36 +805,10 @@ class SetupRecurrence(Wizard):
         return 'end'
 
 
-class SetupRecurrenceStart(ModelView):
+class SetupRecurrenceStart(RecurrenceSetupMixin, ModelView):
     __name__ = 'sale.subscription.setup_recurrence.start'
+    _recurrence_module = 'recurring_invoice'
 
-    preset = fields.Selection([
-            ('weekly', "Weekly"),
-            ('every_n_weeks', "Every N Weeks"),
-            ('monthly', "Monthly"),
-            ('bimonthly', "Every 2 Months"),
-            ('quarterly', "Quarterly"),
-            ('half_yearly', "Half-Yearly"),
-            ('yearly', "Yearly"),
-            ('every_n_months', "Every N Months"),
-            ('seasonal', "Seasonal"),
-            ], "Rhythm", required=True, sort=False)
-    interval = fields.Integer(
-        "Interval",
-        states={
-            'invisible': ~Eval('preset').in_(
-                ['every_n_weeks', 'every_n_months']),
-            'required': Eval('preset').in_(
-                ['every_n_weeks', 'every_n_months']),
-            },
-        help="The number of weeks or months between two invoices.")
-    months = fields.MultiSelection(
-        MONTHS, "Months", sort=False,
-        states={
-            'invisible': Eval('preset') != 'seasonal',
-            'required': Eval('preset') == 'seasonal',
-            },
-        help="The months in which the service is provided and invoiced.")
     invoice_timing = fields.Selection(
         'get_invoice_timings', "Invoice Timing", required=True)
     catch_up = fields.Boolean(
@@ -851,58 +824,6 @@ class SetupRecurrenceStart(ModelView):
         Subscription = pool.get('sale.subscription')
         return Subscription.fields_get(
             ['invoice_timing'])['invoice_timing']['selection']
-
-    @classmethod
-    def get_preset_values(cls, rule_set):
-        "Return the wizard values that describe rule_set, if it is a preset"
-        if len(rule_set.rules) != 1:
-            return {}
-        rule, = rule_set.rules
-        if rule.exclusive or rule.freq not in {'weekly', 'monthly', 'yearly'}:
-            return {}
-        months = [str(m) for m in rule._bymonth or []]
-        if months and rule.freq == 'monthly' and rule.interval == 1:
-            return {'preset': 'seasonal', 'months': months}
-        if months:
-            return {}
-        for preset, (freq, interval) in PRESETS.items():
-            if preset != 'seasonal' and (freq, interval) == (
-                    rule.freq, rule.interval):
-                return {'preset': preset, 'interval': interval}
-        if rule.freq == 'weekly':
-            return {'preset': 'every_n_weeks', 'interval': rule.interval}
-        if rule.freq == 'monthly':
-            return {'preset': 'every_n_months', 'interval': rule.interval}
-        return {}
-
-    def check(self):
-        if self.preset in {'every_n_weeks', 'every_n_months'}:
-            if not self.interval or self.interval < 1:
-                raise SetupRecurrenceError(gettext(
-                        'recurring_invoice.msg_setup_recurrence_interval'))
-        if self.preset == 'seasonal' and not self.months:
-            raise SetupRecurrenceError(gettext(
-                    'recurring_invoice.msg_setup_recurrence_months'))
-
-    def get_rule(self):
-        "Return frequency, interval and months of the preset"
-        freq, interval = PRESETS[self.preset]
-        if interval is None:
-            interval = self.interval
-        months = self.months if self.preset == 'seasonal' else None
-        return freq, interval, months
-
-    def get_rule_set(self):
-        "Return an unsaved rule set for the preview"
-        pool = Pool()
-        RuleSet = pool.get('sale.subscription.recurrence.rule.set')
-        Rule = pool.get('sale.subscription.recurrence.rule')
-        freq, interval, months = self.get_rule()
-        return RuleSet(rules=[Rule(
-                    freq=freq, interval=interval, exclusive=False,
-                    byweekday=None, bymonthday=None, byyearday=None,
-                    byweekno=None, bysetpos=None, week_start_day=None,
-                    bymonth=','.join(sorted(months or [], key=int)) or None)])
 
 
 class SetupRecurrencePreview(ModelView):
