@@ -243,7 +243,7 @@ class Order(Workflow, ModelSQL, ModelView):
         pool = Pool()
         Configuration = pool.get('sale.configuration')
         config = Configuration(1)
-        orders = [o for o in orders if not o.number]
+        orders = [o for o in orders if not getattr(o, 'number', None)]
         orders.sort(key=lambda o: o.company.id)
         for company, c_orders in groupby(orders, key=lambda o: o.company):
             c_orders = list(c_orders)

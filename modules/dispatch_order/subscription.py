@@ -672,3 +672,36 @@ class SetupDispatchPreviewLine(ModelView):
 
     due_date = fields.Date("Due Date", readonly=True)
     creation_date = fields.Date("Creation Date", readonly=True)
+
+
+class CreateDispatchOrders(Wizard):
+    __name__ = 'sale.subscription.create_dispatch_orders'
+    start = StateView(
+        'sale.subscription.create_dispatch_orders.start',
+        'dispatch_order.subscription_create_dispatch_orders_start_view_form',
+        [
+            Button("Cancel", 'end', 'tryton-cancel'),
+            Button("Create", 'create_', 'tryton-ok', default=True),
+            ])
+    create_ = StateTransition()
+
+    def transition_create_(self):
+        pool = Pool()
+        Subscription = pool.get('sale.subscription')
+        Subscription.generate_dispatch_orders(date=self.start.date)
+        return 'end'
+
+
+class CreateDispatchOrdersStart(ModelView):
+    __name__ = 'sale.subscription.create_dispatch_orders.start'
+
+    date = fields.Date(
+        "Date", required=True,
+        help="Create the dispatch orders due on this date "
+        "plus the lead time of each contract.")
+
+    @classmethod
+    def default_date(cls):
+        pool = Pool()
+        Date = pool.get('ir.date')
+        return Date.today()
