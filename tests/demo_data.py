@@ -114,6 +114,50 @@ SERVICES = [
     ]
 
 
+# The technicians of the dispatch orders: name, e-mail
+TECHNICIANS = [
+    ("Max Techniker", "max.techniker@turnus-demo.example"),
+    ("Erika Monteur", "erika.monteur@turnus-demo.example"),
+    ]
+# The contracts (reference number) with dispatch orders: the rhythm for
+# the wizard "Set Up Dispatch", the mode, the lead time (days), the
+# technician (index in TECHNICIANS) and the days from the due date to the
+# visit the dispatcher plans (moved off weekends).  Key date: maintenance
+# due on the fixed dates of the rhythm; planning date: the next visit is
+# due one interval after the planned one.  The fortnightly and the monthly
+# cleaning are created weeks ahead (more than DISPATCH_HORIZON and one
+# interval), so one order of each always waits to be planned.
+DISPATCH_CONTRACTS = [
+    (6, dict(preset='quarterly'), 'key_date', 14, 0, 3),
+    (11, dict(preset='half_yearly'), 'key_date', 14, 1, 8),
+    (15, dict(preset='quarterly'), 'key_date', 14, 0, 1),
+    (7, dict(preset='every_n_weeks', interval=2), 'key_date', 35, 1, 1),
+    (4, dict(preset='seasonal', months=[str(m) for m in range(4, 11)]),
+        'planning_date', 7, 0, 0),
+    (13, dict(preset='quarterly'), 'planning_date', 21, 1, 2),
+    (2, dict(preset='monthly'), 'planning_date', 56, 1, 0),
+    ]
+# The contract whose dispatch orders have lines of their own (instead of
+# the lines of the contract) and a service address of its own:
+# [(service code or None, quantity, description)], address
+DISPATCH_LINES_CONTRACT = 15
+DISPATCH_LINES = [
+    ("WART-HZG", 1, "Wartung Heizkessel und Brenner"),
+    ("WART-KLIMA", 1, "Wartung Klimaanlage Druckhalle"),
+    (None, 4, "Luftfilter der Lüftungsanlage tauschen"),
+    ]
+SERVICE_ADDRESS = (
+    "Druckerei Schneider GmbH, Druckhalle", "Am Rheinhafen", "5", "50829",
+    "Köln")
+# The customer called off the first visit of this contract
+CANCELLED_VISIT_CONTRACT = 6
+# The dispatcher plans the orders due within DISPATCH_HORIZON days of
+# today; the orders created in the last DISPATCH_BACKLOG_NIGHTS nights and
+# those due later wait to be planned ("To Plan")
+DISPATCH_HORIZON = 21
+DISPATCH_BACKLOG_NIGHTS = 2
+
+
 def _contracts(today):
     "The demo contracts, dates relative to today"
     month = today.replace(day=1)
@@ -609,6 +653,224 @@ def generate_invoices(config, date):
         log(f"  {len(runs) - 1} protocol(s) of past nights confirmed")
 
 
+def setup_technicians(company):
+    "Return the technicians (company.employee) of TECHNICIANS"
+    from proteus import Model
+    Employee = Model.get('company.employee')
+    Party = Model.get('party.party')
+    employees = []
+    for name, email in TECHNICIANS:
+        found = Employee.find([
+                ('company', '=', company.id),
+                ('party.name', '=', name),
+                ])
+        if found:
+            employees.append(found[0])
+            continue
+        parties = Party.find([('name', '=', name)])
+        if parties:
+            party = parties[0]
+        else:
+            party = Party(name=name)
+            party.contact_mechanisms.new(type='email', value=email)
+            party.save()
+        employee = Employee(party=party, company=company)
+        employee.save()
+        employees.append(employee)
+        log(f"technician {name}")
+    return employees
+
+
+def setup_dispatch_sequence():
+    """Give the sale configuration the sequence of the dispatch orders
+    when it has none (a database whose sale configuration was saved before
+    dispatch_order was activated)"""
+    from proteus import Model
+    Configuration = Model.get('sale.configuration')
+    Sequence = Model.get('ir.sequence')
+    configuration = Configuration(1)
+    if configuration.dispatch_order_sequence:
+        return
+    # the sequence of dispatch_order (configuration.xml)
+    sequences = Sequence.find([
+            ('sequence_type.name', '=', "Dispatch Order"),
+            ], order=[('id', 'ASC')], limit=1)
+    if not sequences:
+        sys.exit("no sequence for the dispatch orders")
+    configuration.dispatch_order_sequence, = sequences
+    configuration.save()
+    log("dispatch order sequence set on the sale configuration")
+
+
+def setup_dispatch_contracts(services):
+    """Set up the dispatch recurrence of the contracts of
+    DISPATCH_CONTRACTS with the wizard "Set Up Dispatch" (those without
+    one), with the dispatch lines and the service address of
+    DISPATCH_LINES_CONTRACT; return the contracts"""
+    from proteus import Model, Wizard
+    Subscription = Model.get('sale.subscription')
+    Uom = Model.get('product.uom')
+    Address = Model.get('party.address')
+
+    contracts = []
+    for number, recurrence, mode, lead_days, _, _ in DISPATCH_CONTRACTS:
+        reference = f'{REFERENCE_PREFIX}{number:03d}'
+        found = Subscription.find([('reference', '=', reference)])
+        if not found:
+            continue
+        subscription, = found
+        contracts.append(subscription)
+        # the wizard works on draft and running contracts without orders
+        if (subscription.dispatch_recurrence
+                or subscription.dispatch_orders
+                or subscription.state not in {'draft', 'running'}):
+            continue
+        if number == DISPATCH_LINES_CONTRACT:
+            if not subscription.dispatch_lines:
+                unit, = Uom.find([('name', '=', "Unit")])
+                for code, quantity, description in DISPATCH_LINES:
+                    line = subscription.dispatch_lines.new()
+                    if code:
+                        line.product = services[code].product
+                    line.quantity = quantity
+                    line.unit = unit
+                    line.description = description
+            if not subscription.service_address:
+                name, street, building, postal_code, city = SERVICE_ADDRESS
+                addresses = Address.find([
+                        ('party', '=', subscription.party.id),
+                        ('street_name', '=', street),
+                        ])
+                if addresses:
+                    address = addresses[0]
+                else:
+                    address = Address(party=subscription.party)
+                    address.party_name = name
+                    address.street_name = street
+                    address.building_number = building
+                    address.postal_code = postal_code
+                    address.city = city
+                    address.country = get_germany()
+                    address.save()
+                subscription.service_address = address
+            subscription.save()
+        setup = Wizard('sale.subscription.setup_dispatch', [subscription])
+        form = setup.form
+        form.preset = recurrence['preset']
+        if 'interval' in recurrence:
+            form.interval = recurrence['interval']
+        if 'months' in recurrence:
+            form.months = recurrence['months']
+        form.dispatch_mode = mode
+        form.dispatch_lead_days = lead_days
+        setup.execute('preview')
+        setup.execute('apply')
+        subscription.reload()
+        log(f"contract {reference}: dispatch {recurrence['preset']}, "
+            f"{mode}, created {lead_days} days ahead"
+            + (", own dispatch lines and service address"
+                if number == DISPATCH_LINES_CONTRACT else ""))
+    return contracts
+
+
+def _working_day(date):
+    "Return date or, on a weekend, the Monday after"
+    if date.weekday() >= 5:
+        return date + dt.timedelta(days=7 - date.weekday())
+    return date
+
+
+def plan_dispatch_orders(night, today, technicians):
+    """The dispatcher's work after the night: the new orders of the demo
+    contracts due within DISPATCH_HORIZON days of today get a planning
+    date and their technician, those planned before today are done (the
+    first one of CANCELLED_VISIT_CONTRACT is cancelled); the orders of the
+    last DISPATCH_BACKLOG_NIGHTS nights and those due later wait.
+    Return the numbers of orders planned, done and cancelled."""
+    from proteus import Model
+    Order = Model.get('dispatch.order')
+    if night > today - dt.timedelta(days=DISPATCH_BACKLOG_NIGHTS):
+        return 0, 0, 0
+    settings = {
+        f'{REFERENCE_PREFIX}{n:03d}': (technicians[t], offset)
+        for n, _, _, _, t, offset in DISPATCH_CONTRACTS}
+    cancelled_visit = f'{REFERENCE_PREFIX}{CANCELLED_VISIT_CONTRACT:03d}'
+    horizon = today + dt.timedelta(days=DISPATCH_HORIZON)
+    orders = Order.find([
+            ('state', '=', 'draft'),
+            ('planning_date', '=', None),
+            ('contract.reference', 'in', list(settings)),
+            ('key_date', '<=', horizon),
+            ], order=[('key_date', 'ASC'), ('id', 'ASC')])
+    planned, done, cancelled = [], [], []
+    for order in orders:
+        reference = order.contract.reference
+        if (reference == cancelled_visit
+                and order.key_date < today
+                and not Order.find([
+                        ('contract', '=', order.contract.id),
+                        ('id', '!=', order.id),
+                        ], limit=1)):
+            order.notes = "Termin vom Kunden abgesagt."
+            cancelled.append(order)
+            continue
+        employee, offset = settings[reference]
+        order.planning_date = _working_day(
+            order.key_date + dt.timedelta(days=offset))
+        order.employee = employee
+        planned.append(order)
+        if order.planning_date < today:
+            order.execution_date = order.planning_date
+            done.append(order)
+    if cancelled:
+        Order.click(cancelled, 'cancel')
+    if planned:
+        Order.click(planned, 'plan')
+    if done:
+        Order.click(done, 'do')
+    return len(planned), len(done), len(cancelled)
+
+
+def generate_dispatch(contracts, today, technicians):
+    """Replay the nights up to today that have dispatch orders to create,
+    oldest first, each followed by the dispatcher's planning (the next
+    order of a planning date contract is due one interval after the
+    planning date of the last one), then the night of today"""
+    from proteus import Model, Wizard
+    Subscription = Model.get('sale.subscription')
+    ids = [c.id for c in contracts]
+    totals = [0, 0, 0]
+
+    def run_night(night):
+        create = Wizard('sale.subscription.create_dispatch_orders')
+        create.form.date = night
+        create.execute('create_')
+        for i, count in enumerate(
+                plan_dispatch_orders(night, today, technicians)):
+            totals[i] += count
+
+    nights = set()
+    while True:
+        # the night each contract has its next order to create
+        due = [
+            s.next_dispatch_date - dt.timedelta(days=s.dispatch_lead_days)
+            for s in Subscription.find([('id', 'in', ids)])
+            if s.dispatch_recurrence and s.next_dispatch_date]
+        night = min(due, default=None)
+        if night is None or night >= today or night in nights:
+            break
+        nights.add(night)
+        run_night(night)
+    run_night(today)
+    for subscription in Subscription.find([
+                ('id', 'in', ids), ('dispatch_error', '!=', None)]):
+        log(f"  contract {subscription.reference}: "
+            f"{subscription.dispatch_error}")
+    log(f"  {len(nights)} past night(s) replayed and the night of {today}: "
+        f"{totals[0]} order(s) planned, {totals[1]} done, "
+        f"{totals[2]} cancelled")
+
+
 def skip_config_wizard():
     "Mark the module configuration wizard done: the demo is configured"
     from proteus import Model
@@ -657,6 +919,15 @@ def main(database, config_file, date=None, generate=True, contracts=True):
     if generate:
         log(f"generating recurring invoices for {today}")
         generate_invoices(config, today)
+    setup_dispatch_sequence()
+    technicians = setup_technicians(company)
+    dispatch_contracts = setup_dispatch_contracts(services)
+    Order = Model.get('dispatch.order')
+    orders_before = len(Order.find([]))
+    if generate:
+        log(f"generating dispatch orders for {today}")
+        generate_dispatch(dispatch_contracts, today, technicians)
+
     invoices = len(Invoice.find([]))
     count = len(Subscription.find([
                 ('reference', 'like', f'{REFERENCE_PREFIX}%')]))
@@ -672,6 +943,18 @@ def main(database, config_file, date=None, generate=True, contracts=True):
     log(f"delivery: {new_lines} new protocol lines; "
         f"{len(runs)} protocol(s) to confirm "
         f"(Financial › Invoices › Invoice Runs); all lines: "
+        + (', '.join(f'{v} {k}' for k, v in sorted(states.items()))
+            or 'none'))
+    orders = Order.find([])
+    states = {}
+    for order in orders:
+        key = f'{order.contract.dispatch_mode if order.contract else "-"} '
+        key += ('to plan' if order.state == 'draft'
+            and not order.planning_date else order.state)
+        states[key] = states.get(key, 0) + 1
+    log(f"dispatch: {len(technicians)} technicians, "
+        f"{len(dispatch_contracts)} contracts, {len(orders)} orders "
+        f"({len(orders) - orders_before} new): "
         + (', '.join(f'{v} {k}' for k, v in sorted(states.items()))
             or 'none'))
 
@@ -690,7 +973,8 @@ if __name__ == '__main__':
     parser.add_argument('--date', type=_parse_date, default=None,
         help="the day the demo is built for (default: today)")
     parser.add_argument('--no-generate', dest='generate',
-        action='store_false', help="do not generate invoices")
+        action='store_false',
+        help="do not generate invoices and dispatch orders")
     parser.add_argument('--no-contracts', dest='contracts',
         action='store_false',
         help="only the base data (company, accounting, customers, "

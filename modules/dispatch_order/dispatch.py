@@ -5,10 +5,10 @@ from itertools import groupby
 from trytond.i18n import gettext
 from trytond.model import (
     Index, ModelSQL, ModelView, Workflow, fields, sequence_ordered)
+from trytond.modules.company import CompanyReport
 from trytond.modules.company.model import employee_field
 from trytond.pool import Pool
 from trytond.pyson import Bool, Eval, If
-from trytond.report import Report
 from trytond.transaction import Transaction
 
 from .exceptions import DispatchOrderError, DispatchOrderValidationError
@@ -86,7 +86,6 @@ class Order(Workflow, ModelSQL, ModelView):
         "Planning Date",
         states={
             'readonly': Eval('state').in_(['done', 'cancelled']),
-            'required': Eval('state').in_(['planned', 'done']),
             },
         help="The day the dispatcher planned the order for.")
     key_date = fields.Date(
@@ -96,7 +95,6 @@ class Order(Workflow, ModelSQL, ModelView):
         "Execution Date",
         states={
             'readonly': Eval('state').in_(['done', 'cancelled']),
-            'required': Eval('state') == 'done',
             },
         help="The day the order was carried out.")
     notes = fields.Text("Notes", states=_states)
@@ -147,9 +145,8 @@ class Order(Workflow, ModelSQL, ModelView):
                     },
                 'plan': {
                     'invisible': Eval('state') != 'draft',
-                    'readonly': ~Eval('planning_date'),
                     'icon': 'tryton-forward',
-                    'depends': ['state', 'planning_date'],
+                    'depends': ['state'],
                     },
                 'do': {
                     'invisible': Eval('state') != 'planned',
@@ -395,5 +392,5 @@ class OrderLine(sequence_ordered(), ModelSQL, ModelView):
         return (self.description or '').split('\n')[0]
 
 
-class OrderReport(Report):
+class OrderReport(CompanyReport):
     __name__ = 'dispatch.order'

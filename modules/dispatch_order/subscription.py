@@ -59,16 +59,12 @@ class Subscription(metaclass=PoolMeta):
             ], "Dispatch Mode",
         states={
             'readonly': Eval('dispatch_locked', False),
-            'required': Bool(Eval('dispatch_recurrence')),
             },
         help="Planning date: the next order is due one interval after the "
         "planning date of the last order.\n"
         "Key date: the orders are due on the fixed dates of the rhythm.")
     dispatch_lead_days = fields.Integer(
         "Dispatch Lead Time",
-        states={
-            'required': Bool(Eval('dispatch_recurrence')),
-            },
         help="The number of days before its due date "
         "that a dispatch order is created.")
     dispatch_lines = fields.One2Many(
