@@ -225,27 +225,37 @@ class Order(Workflow, ModelSQL, ModelView):
         return values
 
     @classmethod
-    def _new_number(cls, company_id):
+    def _get_number_sequence(cls, company_id):
+        """Return the sequence of the dispatch order numbers of the company
+
+        A configuration saved before the module was activated has no
+        sequence: the default one is used."""
         pool = Pool()
         Configuration = pool.get('sale.configuration')
-        config = Configuration(1)
-        sequence = config.get_multivalue(
+        ConfigurationSequence = pool.get('sale.configuration.sequence')
+        Sequence = pool.get('ir.sequence')
+        sequence = Configuration(1).get_multivalue(
             'dispatch_order_sequence', company=company_id)
-        if sequence:
-            return sequence.get()
+        if not sequence:
+            default = ConfigurationSequence.default_dispatch_order_sequence()
+            if default is None:
+                raise DispatchOrderError(gettext(
+                        'dispatch_order.msg_order_no_sequence'))
+            sequence = Sequence(default)
+        return sequence
+
+    @classmethod
+    def _new_number(cls, company_id):
+        return cls._get_number_sequence(company_id).get()
 
     @classmethod
     def set_number(cls, orders):
         "Give a number to the orders without one, one query per company"
-        pool = Pool()
-        Configuration = pool.get('sale.configuration')
-        config = Configuration(1)
         orders = [o for o in orders if not getattr(o, 'number', None)]
         orders.sort(key=lambda o: o.company.id)
         for company, c_orders in groupby(orders, key=lambda o: o.company):
             c_orders = list(c_orders)
-            sequence = config.get_multivalue(
-                'dispatch_order_sequence', company=company.id)
+            sequence = cls._get_number_sequence(company.id)
             for order, number in zip(
                     c_orders, sequence.get_many(len(c_orders))):
                 order.number = number

@@ -2,7 +2,6 @@
 # this repository contains the full copyright notices and license terms.
 import datetime as dt
 import logging
-import time
 
 from sql.aggregate import Count, Max, Sum
 from sql.conditionals import Case
@@ -17,6 +16,7 @@ from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from turnus.recurrence import RecurrenceSetupMixin, to_datetime
+from turnus.tools import process_slices
 
 from .exceptions import (
     DispatchLockedError, DispatchSettingsError, SetupRecurrenceError)
@@ -25,9 +25,6 @@ logger = logging.getLogger(__name__)
 
 # Contracts handled in one transaction by the nightly run
 BATCH_SIZE = 100
-# Seconds to wait before trying again the slices that another process
-# had locked
-RETRY_DELAYS = [1, 2, 4, 8]
 LOCKED_FIELDS = {'dispatch_recurrence', 'dispatch_mode', 'start_date'}
 DISPATCH_STATES = ['running', 'closed']
 
@@ -350,20 +347,9 @@ class Subscription(metaclass=PoolMeta):
             sub_subscriptions = list(sub_subscriptions)
             dates = cls.get_dispatch_dates(sub_subscriptions, date=date)
             due.extend(s.id for s in sub_subscriptions if dates[s.id])
-        skipped = [
-            ids for ids in map(list, grouped_slice(due, BATCH_SIZE))
-            if not cls._generate_dispatch_orders_slice(ids, date)]
-        for delay in RETRY_DELAYS:
-            if not skipped:
-                break
-            time.sleep(delay)
-            skipped = [
-                ids for ids in skipped
-                if not cls._generate_dispatch_orders_slice(ids, date)]
-        if skipped:
-            logger.warning(
-                "dispatch orders of %d subscriptions not generated: "
-                "locked by another process", sum(map(len, skipped)))
+        process_slices(
+            list(map(list, grouped_slice(due, BATCH_SIZE))),
+            lambda ids: cls._generate_dispatch_orders_slice(ids, date))
 
     @classmethod
     def _generate_dispatch_orders_slice(cls, ids, date):

@@ -18,6 +18,7 @@ from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from turnus.recurrence import RecurrenceSetupMixin, to_datetime
+from turnus.tools import process_slices
 
 from .exceptions import (
     ActivationError, RecurrenceLockedError, SetupRecurrenceError)
@@ -424,9 +425,10 @@ class Subscription(metaclass=PoolMeta):
                 ('next_invoice_date', '<=', date),
                 ('company', '=', company_id),
                 ], order=[('id', 'ASC')])
-        for sub_ids in grouped_slice(
-                list(map(int, subscriptions)), BATCH_SIZE):
-            cls._generate_recurring_invoices_slice(list(sub_ids), date)
+        process_slices(
+            list(map(list, grouped_slice(
+                        list(map(int, subscriptions)), BATCH_SIZE))),
+            lambda ids: cls._generate_recurring_invoices_slice(ids, date))
         cls.deliver_recurring_invoices(date)
 
     @classmethod
@@ -503,6 +505,7 @@ class Subscription(metaclass=PoolMeta):
 
     @classmethod
     def _generate_recurring_invoices_slice(cls, ids, date):
+        "Invoice the contracts, return False if another process locks them"
         transaction = Transaction()
         try:
             # Starting the transaction locks the contracts
@@ -512,7 +515,7 @@ class Subscription(metaclass=PoolMeta):
             # Another process is invoicing these contracts
             logger.info(
                 "skip %d subscriptions locked by another process", len(ids))
-            return
+            return False
         try:
             with slice_transaction:
                 subscriptions = cls._due(cls.browse(ids), date)
@@ -524,6 +527,7 @@ class Subscription(metaclass=PoolMeta):
                     cls._generate_recurring_invoices_slice([id_], date)
             else:
                 cls._record_invoice_error(ids[0], date, exception)
+        return True
 
     @classmethod
     def _due(cls, subscriptions, date):
