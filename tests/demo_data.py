@@ -23,6 +23,22 @@ invoices due since the contracts started are replayed one after the other,
 the protocols of the past nights confirmed.  The e-mails go to
 the SMTP server of the trytond configuration ([email] uri; scripts/demo.sh
 starts a local sink).
+
+Then the dispatch orders (dispatch_order): two technicians (employees
+"Max Techniker" and "Erika Monteur") and a dispatch recurrence on eight
+of the running contracts, set up with the wizard "Set Up Dispatch" (see
+DISPATCH_CONTRACTS): in key date mode the quarterly and half-yearly
+maintenance (created 14 days ahead; one contract with dispatch lines of
+its own and a service address), a monthly heating check and a fortnightly
+cleaning; in planning date mode the seasonal garden care (April to
+October), a quarterly window cleaning and a monthly cleaning.  The nights
+since the contracts started are replayed with the wizard "Create Dispatch
+Orders", each followed by the dispatcher's planning: the orders due within
+three weeks get a planning date and their technician, those planned before
+today are done (one visit was cancelled); the orders due later and those
+of the last two nights wait "To Plan".  So the calendar of Dispatch
+Orders shows done visits in the past and planned ones in the coming
+weeks.
 """
 import argparse
 import datetime as dt
@@ -132,6 +148,7 @@ DISPATCH_CONTRACTS = [
     (11, dict(preset='half_yearly'), 'key_date', 14, 1, 8),
     (15, dict(preset='quarterly'), 'key_date', 14, 0, 1),
     (7, dict(preset='every_n_weeks', interval=2), 'key_date', 35, 1, 1),
+    (1, dict(preset='monthly'), 'key_date', 14, 0, 9),
     (4, dict(preset='seasonal', months=[str(m) for m in range(4, 11)]),
         'planning_date', 7, 0, 0),
     (13, dict(preset='quarterly'), 'planning_date', 21, 1, 2),

@@ -367,14 +367,30 @@ class Subscription(metaclass=PoolMeta):
         try:
             with slice_transaction:
                 cls.create_dispatch_orders(cls.browse(ids), date)
+                cls._touch(ids)
         except Exception as exception:
             if len(ids) > 1:
                 # Create the others and find the failing ones
-                for id_ in ids:
-                    cls._generate_dispatch_orders_slice([id_], date)
+                return all([
+                        cls._generate_dispatch_orders_slice([id_], date)
+                        for id_ in ids])
             else:
                 cls._record_dispatch_error(ids[0], exception)
         return True
+
+    @classmethod
+    def _touch(cls, ids):
+        """Update the locked contracts without changing them
+
+        A run that locks them after this commit may hold a snapshot taken
+        before it (REPEATABLE READ): the update makes its lock fail with a
+        serialization error, so it starts again with a fresh snapshot
+        instead of creating the orders a second time."""
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.update(
+                [table.dispatch_error], [table.dispatch_error],
+                where=fields.SQL_OPERATORS['in'](table.id, ids)))
 
     @classmethod
     def _record_dispatch_error(cls, id_, exception):

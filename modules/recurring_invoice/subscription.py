@@ -523,8 +523,9 @@ class Subscription(metaclass=PoolMeta):
         except Exception as exception:
             if len(ids) > 1:
                 # Invoice the others and find the failing ones
-                for id_ in ids:
-                    cls._generate_recurring_invoices_slice([id_], date)
+                return all([
+                        cls._generate_recurring_invoices_slice([id_], date)
+                        for id_ in ids])
             else:
                 cls._record_invoice_error(ids[0], date, exception)
         return True
