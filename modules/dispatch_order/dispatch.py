@@ -347,17 +347,12 @@ class Order(Workflow, ModelSQL, ModelView):
         pass
 
 
-class OrderLine(sequence_ordered(), ModelSQL, ModelView):
-    __name__ = 'dispatch.order.line'
+class LineMixin:
+    """The work of a dispatch order line: a product, a quantity and a
+    description (dispatch.order.line and sale.subscription.dispatch.line)"""
+    __slots__ = ()
 
-    order = fields.Many2One(
-        'dispatch.order', "Order", required=True, ondelete='CASCADE')
-    product = fields.Many2One(
-        'product.product', "Product",
-        context={
-            'company': Eval('_parent_order', {}).get('company', -1),
-            },
-        depends={'order'})
+    product = fields.Many2One('product.product', "Product")
     quantity = fields.Float("Quantity", digits='unit')
     unit = fields.Many2One(
         'product.uom', "Unit",
@@ -375,11 +370,6 @@ class OrderLine(sequence_ordered(), ModelSQL, ModelView):
     description = fields.Text("Description")
 
     @classmethod
-    def __setup__(cls):
-        super().__setup__()
-        cls.__access__.add('order')
-
-    @classmethod
     def default_quantity(cls):
         return 1
 
@@ -395,6 +385,22 @@ class OrderLine(sequence_ordered(), ModelSQL, ModelView):
                 self.unit = self.product.default_uom
             if not self.description:
                 self.description = self.product.name
+
+
+class OrderLine(sequence_ordered(), LineMixin, ModelSQL, ModelView):
+    __name__ = 'dispatch.order.line'
+
+    order = fields.Many2One(
+        'dispatch.order', "Order", required=True, ondelete='CASCADE')
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls.__access__.add('order')
+        cls.product.context = {
+            'company': Eval('_parent_order', {}).get('company', -1),
+            }
+        cls.product.depends = {'order'}
 
     def get_rec_name(self, name):
         if self.product:

@@ -10,7 +10,7 @@ from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields, sequence_ordered
 from trytond.pool import Pool, PoolMeta
-from trytond.pyson import Bool, Eval, If
+from trytond.pyson import Eval
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
@@ -18,6 +18,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 from turnus.recurrence import RecurrenceSetupMixin, to_datetime
 from turnus.tools import process_slices
 
+from .dispatch import LineMixin
 from .exceptions import (
     DispatchLockedError, DispatchSettingsError, SetupRecurrenceError)
 
@@ -465,54 +466,20 @@ class Line(metaclass=PoolMeta):
             )
 
 
-class DispatchLine(sequence_ordered(), ModelSQL, ModelView):
+class DispatchLine(sequence_ordered(), LineMixin, ModelSQL, ModelView):
     __name__ = 'sale.subscription.dispatch.line'
 
     subscription = fields.Many2One(
         'sale.subscription', "Contract", required=True, ondelete='CASCADE')
-    product = fields.Many2One(
-        'product.product', "Product",
-        context={
-            'company': Eval('_parent_subscription', {}).get('company', -1),
-            },
-        depends={'subscription'})
-    quantity = fields.Float("Quantity", digits='unit')
-    unit = fields.Many2One(
-        'product.uom', "Unit",
-        domain=[
-            If(Bool(Eval('product_uom_category')),
-                ('category', '=', Eval('product_uom_category', -1)),
-                ()),
-            ],
-        states={
-            'required': Bool(Eval('quantity')),
-            })
-    product_uom_category = fields.Function(
-        fields.Many2One('product.uom.category', "Product UoM Category"),
-        'on_change_with_product_uom_category')
-    description = fields.Text("Description")
 
     @classmethod
     def __setup__(cls):
         super().__setup__()
         cls.__access__.add('subscription')
-
-    @classmethod
-    def default_quantity(cls):
-        return 1
-
-    @fields.depends('product')
-    def on_change_with_product_uom_category(self, name=None):
-        return self.product.default_uom_category if self.product else None
-
-    @fields.depends('product', 'unit', 'description')
-    def on_change_product(self):
-        if self.product:
-            category = self.product.default_uom.category
-            if not self.unit or self.unit.category != category:
-                self.unit = self.product.default_uom
-            if not self.description:
-                self.description = self.product.name
+        cls.product.context = {
+            'company': Eval('_parent_subscription', {}).get('company', -1),
+            }
+        cls.product.depends = {'subscription'}
 
     def get_dispatch_order_line(self, order):
         pool = Pool()
