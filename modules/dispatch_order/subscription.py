@@ -15,7 +15,8 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from turnus.recurrence import RecurrenceSetupMixin, to_datetime
+from turnus.recurrence import (
+    RecurrenceSetupMixin, RecurrenceWizardMixin, to_datetime)
 from turnus.tools import process_slices
 
 from .dispatch import LineMixin
@@ -493,8 +494,9 @@ class DispatchLine(sequence_ordered(), LineMixin, ModelSQL, ModelView):
             )
 
 
-class SetupDispatch(Wizard):
+class SetupDispatch(RecurrenceWizardMixin, Wizard):
     __name__ = 'sale.subscription.setup_dispatch'
+    _recurrence_field = 'dispatch_recurrence'
     start = StateView(
         'sale.subscription.setup_dispatch.start',
         'dispatch_order.subscription_setup_dispatch_start_view_form', [
@@ -509,53 +511,31 @@ class SetupDispatch(Wizard):
             ])
     apply = StateTransition()
 
-    def default_start(self, fields):
+    def get_start_values(self, subscription):
         pool = Pool()
         Start = pool.get('sale.subscription.setup_dispatch.start')
-        subscription = self.record
-        values = {
-            'preset': Start.default_preset(),
-            'interval': Start.default_interval(),
-            'months': [],
-            'dispatch_mode': subscription.dispatch_mode or 'key_date',
-            'dispatch_lead_days': (
-                subscription.dispatch_lead_days
-                if subscription.dispatch_lead_days is not None
-                else Start.default_dispatch_lead_days()),
+        lead_days = subscription.dispatch_lead_days
+        if lead_days is None:
+            lead_days = Start.default_dispatch_lead_days()
+        return {
+            'dispatch_mode': (
+                subscription.dispatch_mode or Start.default_dispatch_mode()),
+            'dispatch_lead_days': lead_days,
             'start_date': subscription.start_date,
             }
-        if subscription.dispatch_recurrence:
-            values.update(Start.get_preset_values(
-                    subscription.dispatch_recurrence))
-        return values
 
-    def check(self):
+    def check_subscriptions(self, subscriptions):
         pool = Pool()
         Subscription = pool.get('sale.subscription')
-        dispatched = Subscription._dispatched(self.records)
-        for subscription in self.records:
+        dispatched = Subscription._dispatched(subscriptions)
+        for subscription in subscriptions:
             if (subscription.state in {'closed', 'cancelled'}
                     or subscription.id in dispatched):
                 raise SetupRecurrenceError(gettext(
                         'dispatch_order.msg_setup_dispatch_state',
                         subscription=subscription.rec_name))
-        self.start.check()
 
-    def get_subscription(self):
-        "Return the first record with the settings not saved"
-        pool = Pool()
-        Subscription = pool.get('sale.subscription')
-        subscription = self.record
-        return Subscription(
-            start_date=subscription.start_date,
-            end_date=subscription.end_date,
-            dispatch_recurrence=self.start.get_rule_set(),
-            dispatch_mode=self.start.dispatch_mode,
-            dispatch_lead_days=self.start.dispatch_lead_days)
-
-    def default_preview(self, fields):
-        self.check()
-        subscription = self.get_subscription()
+    def get_preview_values(self, subscription):
         lead = dt.timedelta(days=self.start.dispatch_lead_days)
         # The preview assumes that each order is planned on its due date
         dates = subscription._get_key_dates(None, count=12)
@@ -567,17 +547,14 @@ class SetupDispatch(Wizard):
                     } for date in dates],
             }
 
-    def transition_apply(self):
+    def apply_rule_set(self, rule_set):
         pool = Pool()
         Subscription = pool.get('sale.subscription')
-        self.check()
-        rule_set = self.start.find_or_create_rule_set()
         Subscription.write(list(self.records), {
                 'dispatch_recurrence': rule_set.id,
                 'dispatch_mode': self.start.dispatch_mode,
                 'dispatch_lead_days': self.start.dispatch_lead_days,
                 })
-        return 'end'
 
 
 class SetupDispatchStart(RecurrenceSetupMixin, ModelView):

@@ -17,7 +17,8 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from turnus.recurrence import RecurrenceSetupMixin, to_datetime
+from turnus.recurrence import (
+    RecurrenceSetupMixin, RecurrenceWizardMixin, to_datetime)
 from turnus.tools import process_slices
 
 from .exceptions import (
@@ -717,8 +718,9 @@ class Line(metaclass=PoolMeta):
                                 cls.__names__(f)['field'] for f in changed)))
 
 
-class SetupRecurrence(Wizard):
+class SetupRecurrence(RecurrenceWizardMixin, Wizard):
     __name__ = 'sale.subscription.setup_recurrence'
+    _recurrence_field = 'invoice_recurrence'
     start = StateView(
         'sale.subscription.setup_recurrence.start',
         'recurring_invoice.subscription_setup_recurrence_start_view_form', [
@@ -733,49 +735,31 @@ class SetupRecurrence(Wizard):
             ])
     apply = StateTransition()
 
-    def default_start(self, fields):
-        pool = Pool()
-        Start = pool.get('sale.subscription.setup_recurrence.start')
-        subscription = self.record
-        values = {
-            'preset': 'monthly',
-            'interval': 1,
-            'months': [],
+    def get_start_values(self, subscription):
+        return {
             'invoice_timing': subscription.invoice_timing or 'advance',
             'catch_up': bool(subscription.catch_up),
             'start_date': subscription.start_date,
             }
-        if subscription.invoice_recurrence:
-            values.update(Start.get_preset_values(
-                    subscription.invoice_recurrence))
-        return values
 
-    def check(self):
-        for subscription in self.records:
+    def check_subscriptions(self, subscriptions):
+        for subscription in subscriptions:
             if subscription.state != 'draft' or subscription.recurring_locked:
                 raise SetupRecurrenceError(gettext(
                         'recurring_invoice.msg_setup_recurrence_state',
                         subscription=subscription.rec_name))
-        self.start.check()
 
     def get_subscription(self):
-        "Return the first record with the recurrence not saved"
-        pool = Pool()
-        Subscription = pool.get('sale.subscription')
-        subscription = self.record
-        return Subscription(
-            state='draft',
-            next_invoice_date=None,
-            start_date=self.start.start_date,
-            end_date=subscription.end_date,
-            invoice_recurrence=self.start.get_rule_set(),
-            invoice_timing=self.start.invoice_timing,
-            catch_up=self.start.catch_up,
-            activation_date=None)
+        subscription = super().get_subscription()
+        subscription.state = 'draft'
+        subscription.next_invoice_date = None
+        subscription.start_date = self.start.start_date
+        subscription.invoice_timing = self.start.invoice_timing
+        subscription.catch_up = self.start.catch_up
+        subscription.activation_date = None
+        return subscription
 
-    def default_preview(self, fields):
-        self.check()
-        subscription = self.get_subscription()
+    def get_preview_values(self, subscription):
         return {
             'lines': [{
                     'invoice_date': invoice_date,
@@ -785,12 +769,10 @@ class SetupRecurrence(Wizard):
                 in subscription.get_preview(count=12)],
             }
 
-    def transition_apply(self):
+    def apply_rule_set(self, rule_set):
         pool = Pool()
         Subscription = pool.get('sale.subscription')
         Line = pool.get('sale.subscription.line')
-        self.check()
-        rule_set = self.start.find_or_create_rule_set()
         start_date = self.start.start_date
         lines = []
         for subscription in self.records:
@@ -807,7 +789,6 @@ class SetupRecurrence(Wizard):
             subscription.catch_up = self.start.catch_up
         Subscription.save(self.records)
         Line.save(lines)
-        return 'end'
 
 
 class SetupRecurrenceStart(RecurrenceSetupMixin, ModelView):

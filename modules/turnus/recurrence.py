@@ -246,3 +246,68 @@ class RecurrenceSetupMixin:
         pool = Pool()
         RuleSet = pool.get('sale.subscription.recurrence.rule.set')
         return RuleSet.find_or_create(*self.get_rule())
+
+
+class RecurrenceWizardMixin:
+    """The flow of a recurrence wizard on contracts: the rhythm (state
+    start, a RecurrenceSetupMixin view), a preview of the next dates (state
+    preview) and apply
+
+    A wizard sets _recurrence_field to the contract's rule set field and
+    implements check_subscriptions, get_preview_values(subscription) and
+    apply_rule_set(rule_set)."""
+    __slots__ = ()
+    _recurrence_field = None
+
+    def default_start(self, fields):
+        pool = Pool()
+        Start = pool.get(self.__class__.start.model_name)
+        values = {
+            'preset': Start.default_preset(),
+            'interval': Start.default_interval(),
+            'months': [],
+            }
+        values.update(self.get_start_values(self.record))
+        rule_set = getattr(self.record, self._recurrence_field)
+        if rule_set:
+            values.update(Start.get_preset_values(rule_set))
+        return values
+
+    def get_start_values(self, subscription):
+        "Return the other values of the start state for the subscription"
+        return {}
+
+    def check(self):
+        self.check_subscriptions(self.records)
+        self.start.check()
+
+    def check_subscriptions(self, subscriptions):
+        "Raise if the recurrence of a subscription cannot be set up"
+        pass
+
+    def get_subscription(self):
+        "Return the first record with the rhythm of the wizard, not saved"
+        pool = Pool()
+        Subscription = pool.get('sale.subscription')
+        return Subscription(**{
+                'start_date': self.record.start_date,
+                'end_date': self.record.end_date,
+                self._recurrence_field: self.start.get_rule_set(),
+                })
+
+    def default_preview(self, fields):
+        self.check()
+        return self.get_preview_values(self.get_subscription())
+
+    def get_preview_values(self, subscription):
+        "Return the values of the preview of the unsaved subscription"
+        raise NotImplementedError
+
+    def transition_apply(self):
+        self.check()
+        self.apply_rule_set(self.start.find_or_create_rule_set())
+        return 'end'
+
+    def apply_rule_set(self, rule_set):
+        "Write rule_set and the other values of the wizard to the records"
+        raise NotImplementedError

@@ -3,6 +3,7 @@
 "Exactly-once dispatch orders with concurrent runs"
 import datetime as dt
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -34,7 +35,7 @@ WORKER = textwrap.dedent('''
     from trytond.pool import Pool
     from trytond.transaction import Transaction
 
-    database, company, date, start = sys.argv[1:]
+    database, company, date, start = sys.argv[1:5]
     logging.basicConfig(
         level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     logging.getLogger(
@@ -48,6 +49,40 @@ WORKER = textwrap.dedent('''
         Subscription.generate_dispatch_orders(
             dt.date.fromisoformat(date))
     ''')
+# Prepended to WORKER: the first lock of the contracts (the table is the
+# extra argument of the worker) takes the snapshot of the slice transaction
+# first, then waits for a line on stdin, so that the test can let another
+# run commit the same contracts in between.  This is the window of a run
+# that starts its slice transaction just before the other one commits,
+# made wide enough to be hit every time.
+STALE_SNAPSHOT = textwrap.dedent('''
+    import logging
+    import sys
+
+    from trytond import backend
+
+    _lock_records = backend.Database.lock_records.__func__
+    _stalled = []
+    _logger = logging.getLogger('stale_snapshot')
+    _logger.setLevel(logging.INFO)
+
+    def lock_records(cls, connection, table, ids):
+        if table == sys.argv[5] and not _stalled:
+            _stalled.append(table)
+            # REPEATABLE READ: the first statement takes the snapshot
+            connection.cursor().execute('SELECT 1')
+            print('snapshot', flush=True)
+            sys.stdin.readline()
+        try:
+            _lock_records(cls, connection, table, ids)
+        except backend.DatabaseOperationalError as exception:
+            _logger.info(
+                'lock failed: %s', getattr(exception, 'sqlstate', None))
+            raise
+    backend.Database.lock_records = classmethod(lock_records)
+    ''')
+# What the stalled lock logs when the other run has touched the contracts
+STALE_LOCK_LOG = r'(?m)^INFO stale_snapshot: lock failed: 40001$'
 # What the run logs when it finds a slice locked
 LOCKED_LOG = (
     r'(?m)^INFO trytond\.modules\.dispatch_order\.subscription: '
@@ -148,7 +183,7 @@ class ConcurrencyTestCase(unittest.TestCase):
                 DB_NAME, self.config.user, context=self.config.context):
             lines = {
                 preset: Line.read(
-                    [l.id for l in Subscription(id_).lines], line_fields)
+                    [line.id for line in Subscription(id_).lines], line_fields)
                 for preset, id_ in templates.items()}
             subscriptions, line_values = [], []
             # By start date first, so the last ids have both modes
@@ -214,13 +249,14 @@ class ConcurrencyTestCase(unittest.TestCase):
                     ('dispatch_error', '!=', None),
                     ]), [])
 
-    def start_workers(self, count, start):
+    def start_workers(self, count, start, script=WORKER, args=(), **popen):
         company = get_company()
         workers = [
             subprocess.Popen([
-                    sys.executable, '-c', WORKER, DB_NAME, str(company.id),
-                    DATE.isoformat(), str(start)],
-                env=os.environ.copy(), stderr=subprocess.PIPE, text=True)
+                    sys.executable, '-c', script, DB_NAME, str(company.id),
+                    DATE.isoformat(), str(start), *args],
+                env=os.environ.copy(), stderr=subprocess.PIPE, text=True,
+                **popen)
             for _ in range(count)]
         for worker in workers:
             self.addCleanup(self.stop_worker, worker)
@@ -309,3 +345,33 @@ class ConcurrencyTestCase(unittest.TestCase):
             msg="locked contracts not dispatched")
         self.assertNoError(contracts)
         self.assertRerunCreatesNothing()
+
+    def test_stale_snapshot(self):
+        "A run whose snapshot predates the other run's commit creates nothing"
+        contracts = self.create_contracts(40)
+        table = self.config.pool.get('sale.subscription')._table
+        worker, = self.start_workers(
+            1, 0, script=STALE_SNAPSHOT + WORKER, args=[table],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+        # The worker found the contracts due and took the snapshot of its
+        # first slice, without locking it yet
+        ready, _, _ = select.select([worker.stdout], [], [], TIMEOUT)
+        line = worker.stdout.readline() if ready else ''
+        if line != 'snapshot\n':
+            worker.kill()
+            _, log = worker.communicate()
+            self.fail(f"worker did not stop at the lock: {line!r}\n{log}")
+        # Another run creates and commits the orders in the meantime
+        generate_dispatch_orders(DATE)
+        self.assertExactlyOnce(contracts, self.read_orders(contracts))
+        # The worker locks the contracts with its old snapshot
+        worker.stdin.write('\n')
+        worker.stdin.flush()
+        log, = self.wait_workers([worker])
+
+        self.assertExactlyOnce(contracts, self.read_orders(contracts))
+        self.assertNoError(contracts)
+        # The lock failed on the contracts touched by the other run, the
+        # transaction started again with a fresh snapshot
+        self.assertRegex(log, STALE_LOCK_LOG)
