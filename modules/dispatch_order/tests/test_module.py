@@ -4,8 +4,11 @@
 from trytond.modules.company.tests import CompanyTestMixin
 from trytond.tests.test_tryton import ModuleTestCase
 
+from turnus.testing import TranslationTestMixin
 
-class DispatchOrderTestCase(CompanyTestMixin, ModuleTestCase):
+
+class DispatchOrderTestCase(
+        TranslationTestMixin, CompanyTestMixin, ModuleTestCase):
     "Test Dispatch Order module"
     module = 'dispatch_order'
 

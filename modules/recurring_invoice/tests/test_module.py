@@ -4,8 +4,11 @@
 from trytond.modules.company.tests import CompanyTestMixin
 from trytond.tests.test_tryton import ModuleTestCase
 
+from turnus.testing import TranslationTestMixin
 
-class RecurringInvoiceTestCase(CompanyTestMixin, ModuleTestCase):
+
+class RecurringInvoiceTestCase(
+        TranslationTestMixin, CompanyTestMixin, ModuleTestCase):
     "Test Recurring Invoice module"
     module = 'recurring_invoice'
 
