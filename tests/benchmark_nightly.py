@@ -94,6 +94,9 @@ FLAVOUR_LABELS = {
     "e-mail delivery",
     }
 DELIVERY_HEADING = "## Nightly run with e-mail delivery"
+# Sections of the report that a run of the nightly benchmark keeps, in
+# their order: written by hand, or by the delivery benchmark
+KEPT_HEADINGS = ['## Summary', '## Larger runs', DELIVERY_HEADING]
 MAIL_FROM = "rechnung@turnus-bench.example"
 # Targets of the issue for 200 contracts on 2 cores
 TARGET_RENDER_PER_INVOICE = 0.15
@@ -1329,13 +1332,16 @@ def write_report(path, machine, measurements, options, started, total):
         "recurring_invoice), then quoted and run. Only the nightly run is "
         "timed; `--repeat` sets the number of runs per case (default 3).")
     add("")
-    # The section of the delivery benchmark (--delivery) stays
-    delivery = read_section(path, DELIVERY_HEADING)
+    # The hand-written sections and the one of the delivery benchmark
+    # (--delivery) stay
+    kept = [(heading, read_section(path, heading))
+        for heading in KEPT_HEADINGS]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write('\n'.join(lines))
-    if delivery:
-        update_section(path, DELIVERY_HEADING, delivery)
+    for heading, section in kept:
+        if section:
+            update_section(path, heading, section)
 
 # ---------------------------------------------------------------------------
 # End-to-end delivery: driver side
