@@ -294,20 +294,19 @@ class Subscription(metaclass=PoolMeta):
         "Return the dates of the rhythm after the date, or from the start"
         rruleset = self.dispatch_recurrence.rruleset(
             to_datetime(self.start_date))
-        dates = []
         if after:
-            following = rruleset.after(to_datetime(after))
+            following = rruleset.xafter(to_datetime(after))
         else:
-            following = rruleset.after(
+            following = rruleset.xafter(
                 to_datetime(self.start_date), inc=True)
-        while following:
-            following = following.date()
-            if until and following > until:
+        dates = []
+        for date in following:
+            date = date.date()
+            if until and date > until:
                 break
-            dates.append(following)
+            dates.append(date)
             if count and len(dates) >= count:
                 break
-            following = rruleset.after(to_datetime(following))
         return dates
 
     @classmethod
@@ -338,15 +337,18 @@ class Subscription(metaclass=PoolMeta):
             return
         if date is None:
             date = Date.today()
-        subscriptions = cls.search([
-                ('company', '=', company_id),
-                ('state', 'in', DISPATCH_STATES),
-                ('dispatch_recurrence', '!=', None),
-                ('dispatch_mode', '!=', None),
-                ], order=[('id', 'ASC')])
+        # Only the ids: the records are browsed slice by slice
+        cursor = transaction.connection.cursor()
+        cursor.execute(*cls.search([
+                    ('company', '=', company_id),
+                    ('state', 'in', DISPATCH_STATES),
+                    ('dispatch_recurrence', '!=', None),
+                    ('dispatch_mode', '!=', None),
+                    ], order=[('id', 'ASC')], query=True))
+        ids = [id_ for id_, in cursor]
         due = []
-        for sub_subscriptions in grouped_slice(subscriptions, BATCH_SIZE):
-            sub_subscriptions = list(sub_subscriptions)
+        for sub_ids in grouped_slice(ids, BATCH_SIZE):
+            sub_subscriptions = cls.browse(list(sub_ids))
             dates = cls.get_dispatch_dates(sub_subscriptions, date=date)
             due.extend(s.id for s in sub_subscriptions if dates[s.id])
         process_slices(

@@ -421,14 +421,16 @@ class Subscription(metaclass=PoolMeta):
                 with transaction.set_context(company=company.id):
                     cls.generate_recurring_invoices(date=date)
             return
-        subscriptions = cls.search([
-                ('state', 'in', ['running', 'closed']),
-                ('next_invoice_date', '<=', date),
-                ('company', '=', company_id),
-                ], order=[('id', 'ASC')])
+        # Only the ids: each slice browses its records
+        cursor = transaction.connection.cursor()
+        cursor.execute(*cls.search([
+                    ('state', 'in', ['running', 'closed']),
+                    ('next_invoice_date', '<=', date),
+                    ('company', '=', company_id),
+                    ], order=[('id', 'ASC')], query=True))
         process_slices(
-            list(map(list, grouped_slice(
-                        list(map(int, subscriptions)), BATCH_SIZE))),
+            list(map(list, grouped_slice([id_ for id_, in cursor],
+                        BATCH_SIZE))),
             lambda ids: cls._generate_recurring_invoices_slice(ids, date))
         cls.deliver_recurring_invoices(date)
 
