@@ -52,32 +52,33 @@ Usage::
 SQLite uses file databases in a temporary directory.  PostgreSQL is used
 with ``TRYTOND_DATABASE_URI`` (the role must be allowed to create
 databases; they are named ``bench_dispatch_*`` and dropped at the end).
-``--profile`` adds one first-night run under cProfile (not part of the
-figures) and prints its top functions.  ``--write`` replaces the section
-of the backend ("## Results: SQLite" or "## Results: PostgreSQL") and,
-with ``--profile``, "## Profile" in the output file, keeping the rest.
+``--profile`` adds one first-night run under cProfile on SQLite (not
+part of the figures) and prints its top functions.  ``--write`` replaces
+the section of the backend and size (e.g. "## Results: SQLite, N = 2000")
+and, with ``--profile``, the profile section in the output file, keeping
+the rest.
 
-The plumbing (worker processes, database copies, query counter) follows
-tests/benchmark_nightly.py but is kept in this file so that the two
-benchmarks can change independently.
+The plumbing (worker processes, database copies, query counter, machine
+and load description, Markdown sections) is tests/benchmark_common.py,
+shared with tests/benchmark_nightly.py.
 """
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import os
-import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
-import urllib.parse
 from collections import defaultdict
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmark_common import (
+    ROOT, Backend, QueryCounter, Timers, call_in_transaction, code_version,
+    command_line, cpu_seconds, create_database, fmt, init_trytond, log,
+    machine_description, maxrss_kib, modules_fingerprint, other_cores,
+    representative, rss_kib, run_measured, run_script, run_worker,
+    update_section, worker_pool)
+
 SCRIPT = os.path.abspath(__file__)
 DEFAULT_OUTPUT = os.path.join('doc', 'benchmark_dispatch.md')
 DEFAULT_DATE = '2026-10-01'
@@ -88,15 +89,13 @@ PRESETS = ['monthly', 'quarterly']
 PRESET_MONTHS = {'monthly': 1, 'quarterly': 3}
 SPREAD_DAYS = 28
 BACKEND_LABELS = {'sqlite': 'SQLite', 'postgresql': 'PostgreSQL'}
+TITLE = "# Benchmark of the nightly dispatch order generation"
+DISTRIBUTIONS = ['trytond', 'trytond_sale_subscription', 'proteus',
+    'python-sql', 'python-dateutil']
 CASES = [
     ('night', "first night"),
     ('pause', "server pause"),
     ]
-
-
-def log(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr,
-        flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -137,80 +136,18 @@ def expected_key_dates(start, mode, months, lead_days, date, end_date=None):
 # Worker side: runs in a subprocess with trytond configured by a file
 
 
-def _rss_kib():
-    with open('/proc/self/status') as fp:
-        for line in fp:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1])
-    return 0
-
-
-def _maxrss_kib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _init_trytond(spec):
-    from trytond.config import config
-    config.update_etc(spec['config'])
-
-
-def _short_traceback(exception):
-    return ''.join(traceback.format_exception(exception))[-6000:]
-
-
 def worker_template(spec):
     "Create the database, activate dispatch_order, company and its data"
     from proteus import config as pconfig
-    from sql import Table
 
-    from trytond import backend
     from trytond.modules.company.tests.tools import create_company
     from trytond.modules.dispatch_order.tests.tools import (
         setup_dispatch_data)
-    from trytond.pool import Pool
-    from trytond.transaction import Transaction
 
     start = time.monotonic()
-    _init_trytond(spec)
+    init_trytond(spec)
     name = spec['db']
-    database = backend.Database()
-    database.connect()
-    connection = database.get_connection(autocommit=True)
-    try:
-        if name in database.list():
-            database.drop(connection, name)
-        database.create(connection, name)
-    finally:
-        database.put_connection(connection)
-        database.close()
-
-    database = backend.Database(name)
-    connection = database.get_connection()
-    try:
-        with connection.cursor() as cursor:
-            database.init()
-            ir_configuration = Table('ir_configuration')
-            cursor.execute(*ir_configuration.insert(
-                    [ir_configuration.language], [['en']]))
-        connection.commit()
-    finally:
-        database.put_connection(connection)
-
-    pool = Pool(name)
-    pool.init(update=['res', 'ir'], lang=['en'])
-    with Transaction().start(name, 0) as transaction:
-        Module = pool.get('ir.module')
-        Module.update_list()
-        Module.activate(Module.search([('name', '=', 'dispatch_order')]))
-        transaction.commit()
-        ActivateUpgrade = pool.get('ir.module.activate_upgrade', type='wizard')
-        session_id, _, _ = ActivateUpgrade.create()
-        transaction.commit()
-        ActivateUpgrade(session_id).transition_upgrade()
-        ActivateUpgrade.delete(session_id)
-        transaction.commit()
-        activated = {m.name for m in Module.search(
-                [('state', '=', 'activated')])}
+    activated = create_database(name, ['dispatch_order'])
 
     config = pconfig.set_trytond(database=name, config_file=spec['config'])
     create_company(config=config)
@@ -222,26 +159,14 @@ def worker_template(spec):
         }
 
 
-def _context(pool, db):
-    from trytond.transaction import Transaction
-    with Transaction().start(db, 0):
-        Company = pool.get('company.company')
-        company, = Company.search([])
-        return {'company': company.id, 'language': 'en'}
-
-
 def worker_populate(spec):
     "Create N customers and N running contracts with dispatch settings"
-    from trytond.pool import Pool
     from trytond.transaction import Transaction
 
     start = time.monotonic()
-    _init_trytond(spec)
     db, n, lead_days = spec['db'], spec['n'], spec['lead_days']
     date = dt.date.fromisoformat(spec['date'])
-    pool = Pool(db)
-    pool.init()
-    context = _context(pool, db)
+    pool, context = worker_pool(spec)
     Party = pool.get('party.party')
     Product = pool.get('product.product')
     Service = pool.get('sale.subscription.service')
@@ -359,67 +284,6 @@ def worker_populate(spec):
         }
 
 
-class _QueryCounter:
-    "Count the SQL statements sent by trytond (cheap: no logging)"
-
-    def __init__(self):
-        self.count = 0
-
-    def install(self, backend_name):
-        counter = self
-        if backend_name == 'sqlite':
-            import sqlite3
-
-            from trytond.backend.sqlite.database import SQLiteCursor
-
-            def execute(self, *args, **kwargs):
-                counter.count += 1
-                return sqlite3.Cursor.execute(self, *args, **kwargs)
-            SQLiteCursor.execute = execute
-        else:
-            from trytond.backend.postgresql.database import LoggingCursor
-            original = LoggingCursor.execute
-
-            def execute(self, *args, **kwargs):
-                counter.count += 1
-                return original(self, *args, **kwargs)
-            LoggingCursor.execute = execute
-
-
-class _Timers:
-    """Wall time spent in some class methods, measured by wrapping them in
-    this process only (nested calls are counted by the outer one)"""
-
-    def __init__(self):
-        self.seconds = defaultdict(float)
-        self.calls = defaultdict(int)
-        self._depth = defaultdict(int)
-
-    def wrap_classmethod(self, cls, name, key):
-        function = getattr(cls, name)
-        timers = self
-
-        def wrapper(cls_, *args, **kwargs):
-            if timers._depth[key]:
-                return function(*args, **kwargs)
-            timers._depth[key] += 1
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                timers.seconds[key] += time.perf_counter() - start
-                timers.calls[key] += 1
-                timers._depth[key] -= 1
-        setattr(cls, name, classmethod(wrapper))
-
-    def snapshot(self):
-        return {'seconds': dict(self.seconds), 'calls': dict(self.calls)}
-
-    def reset(self):
-        self.seconds.clear()
-        self.calls.clear()
-
-
 def _state(pool, db, context, date, lead_days):
     """What the database holds after a run, checked against the key dates
     expected for a night on date of contracts without orders"""
@@ -507,21 +371,16 @@ def worker_measure(spec):
     """Time generate_dispatch_orders(date) and a second run on the same
     date, check the orders after each"""
     from trytond import backend
-    from trytond.pool import Pool
-    from trytond.transaction import Transaction
 
-    _init_trytond(spec)
     db, lead_days = spec['db'], spec['lead_days']
     date = dt.date.fromisoformat(spec['date'])
-    pool = Pool(db)
-    pool.init()
-    context = _context(pool, db)
+    pool, context = worker_pool(spec)
     Subscription = pool.get('sale.subscription')
     subscription_module = sys.modules[
         Subscription.generate_dispatch_orders.__module__]
-    counter = _QueryCounter()
+    counter = QueryCounter()
     counter.install(backend.name)
-    timers = _Timers()
+    timers = Timers()
     timers.wrap_classmethod(
         Subscription, '_generate_dispatch_orders_slice', 'slices')
     timers.wrap_classmethod(Subscription, 'create_dispatch_orders', 'create')
@@ -530,30 +389,23 @@ def worker_measure(spec):
         "Like ir.cron: the method in a transaction with the company"
         timers.reset()
         result = {}
-        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = cpu_seconds()
         queries = counter.count
-        rss = _rss_kib()
+        rss = rss_kib()
         start = time.perf_counter()
         if profiler:
             profiler.enable()
-        try:
-            with Transaction().start(db, 0, context=context) as transaction:
-                Subscription.generate_dispatch_orders(date)
-                transaction.commit()
-        except Exception as exception:
-            result['error'] = {'type': type(exception).__name__,
-                'message': str(exception),
-                'traceback': _short_traceback(exception)}
-        finally:
-            if profiler:
-                profiler.disable()
+        error = call_in_transaction(
+            db, context, Subscription.generate_dispatch_orders, date)
+        if profiler:
+            profiler.disable()
+        if error:
+            result['error'] = error
         result['seconds'] = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        result['cpu_seconds'] = (after.ru_utime - usage.ru_utime
-            + after.ru_stime - usage.ru_stime)
+        result['cpu_seconds'] = cpu_seconds() - cpu
         result['queries'] = counter.count - queries
         result['rss_before_kib'] = rss
-        result['maxrss_kib'] = _maxrss_kib()
+        result['maxrss_kib'] = maxrss_kib()
         result['timers'] = timers.snapshot()
         slices = result['timers']['seconds'].get('slices', 0)
         result['scan_seconds'] = result['seconds'] - slices
@@ -597,283 +449,14 @@ WORKERS = {
     }
 
 
-def worker_main(step, spec_file, result_file):
-    with open(spec_file) as fp:
-        spec = json.load(fp)
-    try:
-        result = WORKERS[step](spec)
-    except Exception as exception:
-        result = {'crash': _short_traceback(exception)}
-        traceback.print_exc()
-    with open(result_file, 'w') as fp:
-        json.dump(result, fp, indent=1, default=str)
-    return 0 if 'crash' not in result else 1
-
-
 # ---------------------------------------------------------------------------
 # Driver side
-
-
-class Backend:
-    "A database server (or SQLite directory) the benchmark runs on"
-
-    def __init__(self, name, workdir, uri=None):
-        self.name = name
-        self.workdir = workdir
-        self.prefix = f'bench_dispatch_{os.getpid()}'
-        self.created = []
-        if name == 'sqlite':
-            self.path = os.path.join(workdir, 'sqlite')
-            os.makedirs(self.path, exist_ok=True)
-            self.uri = 'sqlite://'
-        else:
-            self.path = None
-            parsed = urllib.parse.urlparse(uri)
-            self.uri = urllib.parse.urlunparse(parsed._replace(path='/'))
-        self.config = os.path.join(workdir, f'trytond-{name}.conf')
-        with open(self.config, 'w') as fp:
-            fp.write("[database]\n")
-            fp.write(f"uri = {self.uri}\n")
-            if self.path:
-                fp.write(f"path = {self.path}\n")
-            fp.write("language = en\n")
-
-    def db_name(self, *parts):
-        return '_'.join([self.prefix] + [str(p) for p in parts])
-
-    def _admin_connection(self):
-        import psycopg
-        parsed = urllib.parse.urlparse(self.uri)
-        for admin_db in ['postgres', 'template1']:
-            try:
-                return psycopg.connect(
-                    urllib.parse.urlunparse(
-                        parsed._replace(path='/' + admin_db)),
-                    autocommit=True)
-            except psycopg.OperationalError:
-                if admin_db == 'template1':
-                    raise
-
-    def copy(self, template, name):
-        "Create database name as a copy of database template"
-        self.created.append(name)
-        if self.name == 'sqlite':
-            import sqlite3
-            source = sqlite3.connect(
-                os.path.join(self.path, template + '.sqlite'))
-            target = sqlite3.connect(
-                os.path.join(self.path, name + '.sqlite'))
-            with target:
-                source.backup(target)
-            source.close()
-            target.close()
-        else:
-            from psycopg import sql
-            with self._admin_connection() as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
-                        sql.Identifier(name)))
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                        sql.Identifier(name), sql.Identifier(template)))
-
-    def drop(self, name):
-        if self.name == 'sqlite':
-            for suffix in ['.sqlite', '.sqlite-wal', '.sqlite-shm']:
-                try:
-                    os.remove(os.path.join(self.path, name + suffix))
-                except FileNotFoundError:
-                    pass
-        else:
-            from psycopg import sql
-            with self._admin_connection() as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
-                        sql.Identifier(name)))
-        if name in self.created:
-            self.created.remove(name)
-
-    def drop_all(self):
-        for name in reversed(list(self.created)):
-            try:
-                self.drop(name)
-            except Exception as exception:
-                log(f"could not drop {name}: {exception}")
-
-    def version(self):
-        if self.name == 'sqlite':
-            import sqlite3
-            return f"SQLite {sqlite3.sqlite_version}"
-        with self._admin_connection() as conn:
-            version, = conn.execute("SHOW server_version").fetchone()
-            settings = {name: conn.execute(f"SHOW {name}").fetchone()[0]
-                for name in [
-                    'shared_buffers', 'fsync', 'synchronous_commit']}
-        import psycopg
-        return (f"PostgreSQL {version.split()[0]} "
-            f"(psycopg {psycopg.__version__}, "
-            f"shared_buffers={settings['shared_buffers']}, "
-            f"fsync={settings['fsync']}, "
-            f"synchronous_commit={settings['synchronous_commit']})")
-
-
-def worker_env(backend):
-    env = dict(os.environ)
-    for key in list(env):
-        if (key.startswith('TRYTOND_DATABASE')
-                or key in {'TRYTOND_CONFIG', 'DB_NAME', 'DB_CACHE'}):
-            del env[key]
-    env['TRYTOND_CONFIG'] = backend.config
-    env['PYTHONHASHSEED'] = '0'
-    return env
-
-
-def run_worker(backend, step, spec, timeout):
-    """Run one step in its own process
-
-    Return its result, with 'seconds_wall', 'timeout' or 'crash'."""
-    tag = f"{step}-{spec['db']}"
-    spec_file = os.path.join(backend.workdir, tag + '.spec.json')
-    result_file = os.path.join(backend.workdir, tag + '.result.json')
-    log_file = os.path.join(backend.workdir, tag + '.log')
-    spec = dict(spec, config=backend.config)
-    with open(spec_file, 'w') as fp:
-        json.dump(spec, fp)
-    start = time.monotonic()
-    with open(log_file, 'w') as log_fp:
-        process = subprocess.Popen(
-            [sys.executable, SCRIPT, '--worker', step, spec_file,
-                result_file],
-            stdout=log_fp, stderr=subprocess.STDOUT,
-            env=worker_env(backend), cwd=backend.workdir)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            return {'timeout': timeout, 'log': log_file}
-    try:
-        with open(result_file) as fp:
-            result = json.load(fp)
-    except (OSError, ValueError):
-        with open(log_file) as fp:
-            result = {'crash': fp.read()[-6000:]}
-    result['seconds_wall'] = time.monotonic() - start
-    result['log'] = log_file
-    if 'crash' in result:
-        log(f"{tag} failed:\n{result['crash']}")
-    return result
-
-
-def _machine_busy_seconds():
-    "CPU seconds all the processors spent busy since boot"
-    try:
-        with open('/proc/stat') as fp:
-            fields = fp.readline().split()
-    except OSError:
-        return 0
-    # user nice system idle iowait irq softirq steal
-    values = [int(v) for v in fields[1:9]]
-    busy = sum(values) - values[3] - values[4]
-    return busy / os.sysconf('SC_CLK_TCK')
-
-
-def _children_cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def code_version():
-    "The commit measured, and whether modules/ differs from it"
-    try:
-        commit = subprocess.run(
-            ['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
-            capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(
-            ['git', 'status', '--porcelain', '--', 'modules'], cwd=ROOT,
-            capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    if not dirty:
-        return commit
-    fingerprint = modules_fingerprint()
-    return (commit + " with uncommitted changes in modules/ (diff sha256 "
-        f"{fingerprint[1][:12] if fingerprint else '?'})")
-
-
-def modules_fingerprint():
-    "What identifies the code of modules/: its tree at HEAD and local edits"
-    import hashlib
-    try:
-        tree = subprocess.run(
-            ['git', 'rev-parse', 'HEAD:modules'], cwd=ROOT,
-            capture_output=True, text=True, check=True).stdout.strip()
-        diff = subprocess.run(
-            ['git', 'diff', 'HEAD', '--', 'modules'], cwd=ROOT,
-            capture_output=True, check=True).stdout
-        untracked = subprocess.run(
-            ['git', 'ls-files', '--others', '--exclude-standard', '-z',
-                '--', 'modules'], cwd=ROOT,
-            capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    digest = hashlib.sha256(diff)
-    for name in sorted(filter(None, untracked.split(b'\0'))):
-        digest.update(name)
-        try:
-            with open(os.path.join(ROOT, os.fsdecode(name)), 'rb') as fp:
-                digest.update(fp.read())
-        except OSError:
-            pass
-    return tree, digest.hexdigest()
-
-
-def machine_description(backend):
-    model = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as fp:
-            for line in fp:
-                if line.startswith('model name'):
-                    model = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = {}
-    for dist in ['trytond', 'trytond_sale_subscription', 'proteus',
-            'python-sql', 'python-dateutil']:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = '?'
-    return {
-        'code': code_version(),
-        'cpu': model,
-        'cores': os.cpu_count(),
-        'os': platform.platform(),
-        'python': platform.python_version(),
-        'versions': versions,
-        'backend': backend.version(),
-        }
-
-
-def _median(values):
-    values = sorted(values)
-    middle = len(values) // 2
-    if len(values) % 2:
-        return values[middle]
-    return (values[middle - 1] + values[middle]) / 2
-
-
-def representative(runs):
-    "The first failing run, else the run of median time"
-    for run in runs:
-        if not run.get('ok'):
-            return run
-    ordered = sorted(runs, key=lambda r: r['first']['seconds'])
-    return ordered[(len(ordered) - 1) // 2]
 
 
 def measure_backend(options, backend, date):
     "Build, fill and measure the databases of a backend"
     template = backend.db_name('tpl')
-    built = run_worker(backend, 'template', {'db': template},
+    built = run_worker(SCRIPT, backend, 'template', {'db': template},
         options.timeout)
     backend.created.append(template)
     if 'crash' in built or 'timeout' in built:
@@ -888,7 +471,7 @@ def measure_backend(options, backend, date):
     backend.copy(template, filled)
     spec = {'db': filled, 'n': options.contracts, 'date': date.isoformat(),
         'lead_days': options.lead_days}
-    pop = run_worker(backend, 'populate', spec, options.timeout * 2)
+    pop = run_worker(SCRIPT, backend, 'populate', spec, options.timeout * 2)
     if 'crash' in pop or 'timeout' in pop:
         sys.exit(f"could not create the contracts, see {pop['log']}")
     log(f"{backend.name}: {options.contracts} contracts in "
@@ -907,17 +490,8 @@ def measure_backend(options, backend, date):
             run_spec = dict(spec, date=dates[case].isoformat(),
                 db=backend.db_name(case, repeat))
             backend.copy(filled, run_spec['db'])
-            load = os.getloadavg()
-            busy = _machine_busy_seconds()
-            children = _children_cpu_seconds()
-            wall = time.monotonic()
-            result = run_worker(backend, 'measure', run_spec, options.timeout)
-            result['load_before'] = load[0]
-            result['load_after'] = os.getloadavg()[0]
-            result['window_seconds'] = time.monotonic() - wall
-            result['other_cpu_seconds'] = max(
-                _machine_busy_seconds() - busy
-                - (_children_cpu_seconds() - children), 0)
+            result = run_measured(
+                SCRIPT, backend, 'measure', run_spec, options.timeout)
             backend.drop(run_spec['db'])
             runs.append(result)
             if 'first' in result:
@@ -942,7 +516,8 @@ def measure_backend(options, backend, date):
         path = os.path.join(backend.workdir, f'profile-{backend.name}.pstats')
         run_spec = dict(spec, db=backend.db_name('profile'), profile=path)
         backend.copy(filled, run_spec['db'])
-        result = run_worker(backend, 'measure', run_spec, options.timeout)
+        result = run_worker(
+            SCRIPT, backend, 'measure', run_spec, options.timeout)
         backend.drop(run_spec['db'])
         if 'first' in result:
             profile = profile_summary(path, result)
@@ -956,10 +531,6 @@ def measure_backend(options, backend, date):
 
 # ---------------------------------------------------------------------------
 # Report
-
-
-def _fmt(value, digits=2):
-    return '' if value is None else f"{value:.{digits}f}"
 
 
 def table_rows(measurements, n):
@@ -1003,18 +574,22 @@ def table_rows(measurements, n):
                     str(first['queries']),
                     f"{first['queries'] / orders:.1f}" if orders else '',
                     f"{first['maxrss_kib'] / 1024:.0f}",
-                    _fmt(second.get('seconds')),
+                    fmt(second.get('seconds')),
                     str(second.get('created', '')),
                     str(second.get('queries', '')),
                     result]) + " |")
     return rows
 
 
+def results_heading(backend_name, options):
+    return (f"## Results: {BACKEND_LABELS[backend_name]}, "
+        f"N = {options.contracts}")
+
+
 def results_section(backend, machine, measurements, pop, options,
         started, total, command):
-    label = BACKEND_LABELS[backend.name]
     n = options.contracts
-    lines = [f"## Results: {label}", ""]
+    lines = [results_heading(backend.name, options), ""]
     add = lines.append
     add(f"Run on {started:%Y-%m-%d %H:%M} (total {total / 60:.1f} min) "
         "with:")
@@ -1029,16 +604,14 @@ def results_section(backend, machine, measurements, pop, options,
             f"{k} {v}" for k, v in machine['versions'].items())
         + f"; {machine['backend']}.")
     add("")
-    add(f"{n} running contracts ({', '.join(f'{c} {g}' for g, c in pop['groups'].items())}; "
-        f"lead time {options.lead_days} days; one in four with 2 dispatch "
-        f"lines), created in {pop['seconds']:.0f} s. First night "
-        f"{measurements[0]['date']}; server pause: first night "
-        f"{options.pause_days} days later. Median of "
-        f"{options.repeat} runs, each in a fresh process on a fresh copy "
-        "of the filled database; 'Scan' is the time before the first "
-        "slice (searching the contracts and computing their dates), "
-        "'Slices' the time in the slices (lock, create, commit); '2nd run' "
-        "is the same date again right after, which must create nothing.")
+    groups = ', '.join(f"{c} {g}" for g, c in pop['groups'].items())
+    add(f"{n} running contracts ({groups}; lead time {options.lead_days} "
+        f"days; one in four with 2 dispatch lines), created in "
+        f"{pop['seconds']:.0f} s. First night {measurements[0]['date']}; "
+        f"server pause: first night {options.pause_days} days later. "
+        f"Median of {options.repeat} runs, each in a fresh process on a "
+        "fresh copy of the filled database (columns: see \"What is "
+        "measured\").")
     add("")
     lines.extend(table_rows(measurements, n))
     add("")
@@ -1046,7 +619,7 @@ def results_section(backend, machine, measurements, pop, options,
         if 'window_seconds' in r]
     if runs:
         loads = [r['load_before'] for r in runs]
-        other = [r['other_cpu_seconds'] / r['window_seconds'] for r in runs]
+        other = [other_cores(r) for r in runs]
         add("Machine load: the 1-minute load average before the measured "
             f"runs was {min(loads):.2f} to {max(loads):.2f}; while they ran "
             f"the other processes used {min(other):.2f} to "
@@ -1145,9 +718,13 @@ def profile_summary(path, result):
         }
 
 
+def profile_heading(backend_name, options):
+    return (f"## Profile: {BACKEND_LABELS[backend_name]}, first night, "
+        f"N = {options.contracts}")
+
+
 def profile_lines(profile, backend, options, command):
-    lines = [f"## Profile ({BACKEND_LABELS[backend]}, first night, "
-        f"N = {options.contracts})", ""]
+    lines = [profile_heading(backend, options), ""]
     add = lines.append
     add(f"One extra first-night run under cProfile (`{command}`), not "
         f"part of the figures above: {profile['orders']} orders in "
@@ -1173,64 +750,6 @@ def profile_lines(profile, backend, options, command):
             f"| {entry['tottime']:.2f} | {entry['cumtime']:.2f} |")
     add("")
     return lines
-
-
-def _split_sections(text):
-    "Split a Markdown text at its '## ' headings: [(heading, text)]"
-    sections = []
-    heading, current = None, []
-    for line in text.splitlines(keepends=True):
-        if line.startswith('## '):
-            sections.append((heading, ''.join(current)))
-            heading, current = line.rstrip('\n'), []
-        current.append(line)
-    sections.append((heading, ''.join(current)))
-    return sections
-
-
-def update_section(path, heading_prefix, section, before='## Profile'):
-    """Replace the section whose heading starts with heading_prefix by
-    section, or insert it before the first section starting with before
-    (else at the end)"""
-    try:
-        with open(path) as fp:
-            text = fp.read()
-    except FileNotFoundError:
-        text = "# Benchmark of the nightly dispatch order generation\n\n"
-    if not section.endswith('\n'):
-        section += '\n'
-    if not section.endswith('\n\n'):
-        section += '\n'
-    sections = _split_sections(text)
-    heading = section.splitlines()[0]
-    names = [name or '' for name, _ in sections]
-    for index, name in enumerate(names):
-        if name.startswith(heading_prefix):
-            sections[index] = (heading, section)
-            break
-    else:
-        for index, name in enumerate(names):
-            if before and name.startswith(before):
-                sections.insert(index, (heading, section))
-                break
-        else:
-            last_name, last = sections[-1]
-            if not last.endswith('\n\n'):
-                sections[-1] = (last_name, last.rstrip('\n') + '\n\n')
-            sections.append((heading, section))
-    text = ''.join(text for _, text in sections).rstrip('\n') + '\n'
-    with open(path, 'w') as fp:
-        fp.write(text)
-
-
-def command_line():
-    "The command line that ran the benchmark, as it could be typed"
-    import shlex
-    words = ['python', os.path.relpath(SCRIPT, ROOT)] + sys.argv[1:]
-    uri = os.environ.get('TRYTOND_DATABASE_URI')
-    prefix = (f'TRYTOND_DATABASE_URI={shlex.quote(uri)} '
-        if uri and uri.startswith('postgresql') else '')
-    return prefix + ' '.join(shlex.quote(w) for w in words)
 
 
 def parse_args(argv):
@@ -1281,7 +800,7 @@ def main(argv=None):
         sys.exit("TRYTOND_DATABASE_URI must point to a PostgreSQL server, "
             "e.g. postgresql://postgres@127.0.0.1:5432/")
     date = dt.date.fromisoformat(options.date)
-    command = command_line()
+    command = command_line(SCRIPT)
     workdir = tempfile.mkdtemp(prefix='turnus-bench-dispatch-')
     log(f"work directory {workdir}")
     everything = {}
@@ -1290,9 +809,10 @@ def main(argv=None):
         for name in names:
             started = dt.datetime.now()
             start = time.monotonic()
-            backend = Backend(name, workdir, uri)
+            backend = Backend(name, workdir, uri, prefix='bench_dispatch')
             try:
-                machine = machine_description(backend)
+                machine = machine_description(DISTRIBUTIONS)
+                machine['backend'] = backend.version()
                 fingerprint = modules_fingerprint()
                 measurements, pop, profile = measure_backend(
                     options, backend, date)
@@ -1312,11 +832,12 @@ def main(argv=None):
                 plines = profile_lines(profile, name, options, command)
                 print('\n'.join(plines))
             if options.write:
-                update_section(output, f"## Results: {BACKEND_LABELS[name]}",
-                    '\n'.join(section))
+                update_section(output, '\n'.join(section),
+                    before=('## Profile', '## Where the time goes'),
+                    title=TITLE)
                 if profile:
-                    update_section(output, "## Profile", '\n'.join(plines),
-                        before='## Observations')
+                    update_section(output, '\n'.join(plines),
+                        before=('## Where the time goes',), title=TITLE)
                 log(f"{output} updated")
             everything[name] = {'machine': machine, 'populate': pop,
                 'measurements': measurements, 'profile': profile}
@@ -1335,6 +856,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    if len(sys.argv) == 5 and sys.argv[1] == '--worker':
-        sys.exit(worker_main(*sys.argv[2:]))
-    sys.exit(main())
+    run_script(main, WORKERS)

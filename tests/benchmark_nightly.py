@@ -62,19 +62,23 @@ import datetime as dt
 import importlib.metadata
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
-import urllib.parse
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmark_common import (
+    ROOT, Backend, QueryCounter, Timers, call_in_transaction, code_version,
+    command_line, cpu_seconds, create_database, fmt, init_trytond, log,
+    maxrss_kib, median, modules_fingerprint, other_cores, read_section,
+    representative, rss_kib, run_measured, run_script, run_worker,
+    update_section, worker_pool)
+from benchmark_common import machine_description as common_machine_description
+
 SCRIPT = os.path.abspath(__file__)
 DEFAULT_OUTPUT = os.path.join('doc', 'benchmark.md')
 # Records created or processed in one call while populating
@@ -97,15 +101,15 @@ DELIVERY_HEADING = "## Nightly run with e-mail delivery"
 # Sections of the report that a run of the nightly benchmark keeps, in
 # their order: written by hand, or by the delivery benchmark
 KEPT_HEADINGS = ['## Summary', '## Larger runs', DELIVERY_HEADING]
+TITLE = "# Benchmark of the nightly recurring invoice generation"
+# The generated sections go before this one (else at the end)
+BEFORE = ('## How to re-run',)
+DISTRIBUTIONS = ['trytond', 'trytond_sale_subscription', 'trytond_account',
+    'trytond_account_invoice', 'proteus', 'python-sql']
 MAIL_FROM = "rechnung@turnus-bench.example"
 # Targets of the issue for 200 contracts on 2 cores
 TARGET_RENDER_PER_INVOICE = 0.15
 TARGET_NIGHT_200 = 60
-
-
-def log(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr,
-        flush=True)
 
 
 def due_date():
@@ -119,78 +123,9 @@ def due_date():
 # Worker side: runs in a subprocess with trytond configured by a file
 
 
-def _rss_kib():
-    with open('/proc/self/status') as fp:
-        for line in fp:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1])
-    return 0
-
-
-def _maxrss_kib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _init_trytond(spec):
-    from trytond.config import config
-    config.update_etc(spec['config'])
-    # Settings of this process only, e.g. the SMTP server of the sink
-    for section, option, value in spec.get('settings', []):
-        if not config.has_section(section):
-            config.add_section(section)
-        config.set(section, option, value)
-
-
 def _create_database(spec):
     "Create the database and activate the modules of the flavour"
-    from sql import Table
-
-    from trytond import backend
-    from trytond.pool import Pool
-    from trytond.transaction import Transaction
-
-    name = spec['db']
-    database = backend.Database()
-    database.connect()
-    connection = database.get_connection(autocommit=True)
-    try:
-        if name in database.list():
-            database.drop(connection, name)
-        database.create(connection, name)
-    finally:
-        database.put_connection(connection)
-        database.close()
-
-    database = backend.Database(name)
-    connection = database.get_connection()
-    try:
-        with connection.cursor() as cursor:
-            database.init()
-            ir_configuration = Table('ir_configuration')
-            cursor.execute(*ir_configuration.insert(
-                    [ir_configuration.language], [['en']]))
-        connection.commit()
-    finally:
-        database.put_connection(connection)
-
-    pool = Pool(name)
-    pool.init(update=['res', 'ir'], lang=['en'])
-    with Transaction().start(name, 0) as transaction:
-        Lang = pool.get('ir.lang')
-        Module = pool.get('ir.module')
-        language, = Lang.search([('code', '=', 'en')])
-        language.translatable = True
-        language.save()
-        Module.update_list()
-        modules = Module.search([('name', 'in', FLAVOURS[spec['flavour']])])
-        Module.activate(modules)
-        transaction.commit()
-        ActivateUpgrade = pool.get('ir.module.activate_upgrade', type='wizard')
-        session_id, _, _ = ActivateUpgrade.create()
-        transaction.commit()
-        ActivateUpgrade(session_id).transition_upgrade()
-        ActivateUpgrade.delete(session_id)
-        transaction.commit()
+    create_database(spec['db'], FLAVOURS[spec['flavour']], translatable=True)
 
 
 def _setup_company(spec):
@@ -276,32 +211,20 @@ def customer_email(number):
 
 def worker_template(spec):
     start = time.monotonic()
-    _init_trytond(spec)
+    init_trytond(spec)
     _create_database(spec)
     _setup_company(spec)
     return {'seconds': time.monotonic() - start}
 
 
-def _context(pool, db):
-    from trytond.transaction import Transaction
-    with Transaction().start(db, 0):
-        Company = pool.get('company.company')
-        company, = Company.search([])
-        return {'company': company.id, 'language': 'en'}
-
-
 def worker_populate(spec):
     "Create N customers and N running contracts due on spec['date']"
-    from trytond.pool import Pool
     from trytond.transaction import Transaction
 
     start = time.monotonic()
-    _init_trytond(spec)
     db, n = spec['db'], spec['n']
     date = dt.date.fromisoformat(spec['date'])
-    pool = Pool(db)
-    pool.init()
-    context = _context(pool, db)
+    pool, context = worker_pool(spec)
     Party = pool.get('party.party')
     Product = pool.get('product.product')
     Service = pool.get('sale.subscription.service')
@@ -447,39 +370,6 @@ def _setup_contract_deliveries(pool, ids):
             Subscription.write(*args)
 
 
-class _QueryCounter:
-    "Count the SQL statements sent by trytond (cheap: no logging)"
-
-    def __init__(self):
-        self.count = 0
-
-    def install(self, backend_name):
-        counter = self
-        if backend_name == 'sqlite':
-            import sqlite3
-
-            from trytond.backend.sqlite.database import SQLiteCursor
-
-            def execute(self, *args, **kwargs):
-                counter.count += 1
-                return sqlite3.Cursor.execute(self, *args, **kwargs)
-            SQLiteCursor.execute = execute
-        else:
-            from trytond.backend.postgresql.database import LoggingCursor
-            original = LoggingCursor.execute
-
-            def execute(self, *args, **kwargs):
-                counter.count += 1
-                return original(self, *args, **kwargs)
-            LoggingCursor.execute = execute
-
-
-def _short_traceback(exception):
-    lines = traceback.format_exception(exception)
-    text = ''.join(lines)
-    return text[-6000:]
-
-
 def _count_state(pool, db, context, flavour):
     from trytond.transaction import Transaction
     with Transaction().start(db, 0, context=context, readonly=True):
@@ -513,18 +403,13 @@ def worker_measure(spec):
     """Time the nightly run for spec['date'], then check it and time a
     second run"""
     from trytond import backend
-    from trytond.pool import Pool
-    from trytond.transaction import Transaction
 
-    _init_trytond(spec)
     db, flavour, n = spec['db'], spec['flavour'], spec['n']
     date = dt.date.fromisoformat(spec['date'])
-    pool = Pool(db)
-    pool.init()
-    context = _context(pool, db)
+    pool, context = worker_pool(spec)
     Subscription = pool.get('sale.subscription')
     Line = pool.get('sale.subscription.line')
-    counter = _QueryCounter()
+    counter = QueryCounter()
     counter.install(backend.name)
 
     def nightly():
@@ -541,28 +426,20 @@ def worker_measure(spec):
         for name, method in calls:
             # Like ir.cron: one transaction per cron method
             start = time.perf_counter()
-            try:
-                with Transaction().start(
-                        db, 0, context=context) as transaction:
-                    method(date)
-                    transaction.commit()
-            except Exception as exception:
-                steps[name] = time.perf_counter() - start
-                error = {'step': name, 'message': str(exception),
-                    'type': type(exception).__name__,
-                    'traceback': _short_traceback(exception)}
-                break
+            error = call_in_transaction(db, context, method, date)
             steps[name] = time.perf_counter() - start
+            if error:
+                error['step'] = name
+                break
         return steps, error
 
-    rss_before = _rss_kib()
+    rss_before = rss_kib()
     queries_before = counter.count
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = cpu_seconds()
     steps, error = nightly()
     seconds = sum(steps.values())
-    maxrss = _maxrss_kib()
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    maxrss = maxrss_kib()
+    cpu = cpu_seconds() - cpu_before
     queries = counter.count - queries_before
     state_context = dict(context, date=date)
     result = {
@@ -624,51 +501,6 @@ def worker_measure(spec):
     return result
 
 
-class _Timers:
-    """Wall time spent in some functions, measured by wrapping them in
-    this process only (a benchmark may; the tests must not)"""
-
-    def __init__(self):
-        self.seconds = defaultdict(float)
-        self.calls = defaultdict(int)
-        self._depth = defaultdict(int)
-
-    def _timed(self, key, function):
-        timers = self
-
-        def wrapper(*args, **kwargs):
-            if timers._depth[key]:
-                # Nested call: counted by the outer one
-                return function(*args, **kwargs)
-            timers._depth[key] += 1
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                timers.seconds[key] += time.perf_counter() - start
-                timers.calls[key] += 1
-                timers._depth[key] -= 1
-        return wrapper
-
-    def wrap_classmethod(self, cls, name, key):
-        wrapped = self._timed(key, getattr(cls, name))
-        setattr(cls, name, classmethod(
-                lambda cls_, *args, **kwargs: wrapped(*args, **kwargs)))
-
-    def wrap_function(self, module, name, key):
-        setattr(module, name, self._timed(key, getattr(module, name)))
-
-    def wrap_method(self, cls, name, key):
-        setattr(cls, name, self._timed(key, getattr(cls, name)))
-
-    def snapshot(self):
-        return {'seconds': dict(self.seconds), 'calls': dict(self.calls)}
-
-    def reset(self):
-        self.seconds.clear()
-        self.calls.clear()
-
-
 def _delivery_state(pool, db, context):
     "What the nightly runs left: invoices, protocol lines, e-mails"
     import hashlib
@@ -728,17 +560,13 @@ def worker_delivery(spec):
     report at a time, and recurring_invoice's of the same invoices"""
     import trytond.sendmail as sendmail
     from trytond import backend
-    from trytond.pool import Pool
     from trytond.transaction import Transaction
     from trytond.worker import run_task
 
-    _init_trytond(spec)
     db, n = spec['db'], spec['n']
     down = spec.get('converter_down', False)
     date = dt.date.fromisoformat(spec['date'])
-    pool = Pool(db)
-    pool.init()
-    context = _context(pool, db)
+    pool, context = worker_pool(spec)
     Subscription = pool.get('sale.subscription')
     Invoice = pool.get('account.invoice')
     InvoiceReport = pool.get('account.invoice', type='report')
@@ -749,10 +577,10 @@ def worker_delivery(spec):
         'delivery': getattr(invoice_run, 'DELIVERY_BATCH_SIZE', None),
         'pdf': getattr(invoice_pdf, 'PDF_BATCH_SIZE', None),
         }
-    counter = _QueryCounter()
+    counter = QueryCounter()
     counter.install(backend.name)
 
-    timers = _Timers()
+    timers = Timers()
     timers.wrap_classmethod(
         Subscription, 'deliver_recurring_invoices', 'delivery')
     timers.wrap_classmethod(Invoice, 'post', 'post')
@@ -766,18 +594,14 @@ def worker_delivery(spec):
         "Like ir.cron: the method in a transaction, then the queued tasks"
         timers.reset()
         result = {'started_at': time.time()}
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = cpu_seconds()
+        children = cpu_seconds(resource.RUSAGE_CHILDREN)
         queries = counter.count
         start = time.perf_counter()
-        try:
-            with Transaction().start(db, 0, context=context) as transaction:
-                Subscription.generate_recurring_invoices(date)
-                transaction.commit()
-        except Exception as exception:
-            result['error'] = {'type': type(exception).__name__,
-                'message': str(exception),
-                'traceback': _short_traceback(exception)}
+        error = call_in_transaction(
+            db, context, Subscription.generate_recurring_invoices, date)
+        if error:
+            result['error'] = error
         result['seconds'] = time.perf_counter() - start
         # Core's print_invoice queued at posting (finds the PDF stored)
         tasks = list(Transaction().tasks)
@@ -788,24 +612,20 @@ def worker_delivery(spec):
         result['tasks_seconds'] = time.perf_counter() - start - result[
             'seconds']
         result['ended_at'] = time.time()
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        result['cpu_seconds'] = (after.ru_utime - usage.ru_utime
-            + after.ru_stime - usage.ru_stime)
+        result['cpu_seconds'] = cpu_seconds() - cpu
         result['children_cpu_seconds'] = (
-            after_children.ru_utime - children.ru_utime
-            + after_children.ru_stime - children.ru_stime)
+            cpu_seconds(resource.RUSAGE_CHILDREN) - children)
         result['queries'] = counter.count - queries
         result['timers'] = timers.snapshot()
         return result
 
-    rss_before = _rss_kib()
+    rss_before = rss_kib()
     first = night()
     result = {
         'first': first,
         'batch_sizes': batch_sizes,
         'rss_before_kib': rss_before,
-        'maxrss_kib': _maxrss_kib(),
+        'maxrss_kib': maxrss_kib(),
         }
     state_context = dict(context, date=date)
     result['after_first'] = state1 = _delivery_state(pool, db, state_context)
@@ -936,251 +756,14 @@ WORKERS = {
     }
 
 
-def worker_main(step, spec_file, result_file):
-    with open(spec_file) as fp:
-        spec = json.load(fp)
-    try:
-        result = WORKERS[step](spec)
-    except Exception as exception:
-        result = {'crash': _short_traceback(exception)}
-        traceback.print_exc()
-    with open(result_file, 'w') as fp:
-        json.dump(result, fp, indent=1, default=str)
-    return 0 if 'crash' not in result else 1
-
-
 # ---------------------------------------------------------------------------
 # Driver side
 
 
-class Backend:
-    "A database server (or SQLite directory) the benchmark runs on"
-
-    def __init__(self, name, workdir, uri=None):
-        self.name = name
-        self.workdir = workdir
-        self.prefix = f'bench_{os.getpid()}'
-        self.created = []
-        if name == 'sqlite':
-            self.path = os.path.join(workdir, 'sqlite')
-            os.makedirs(self.path, exist_ok=True)
-            self.uri = 'sqlite://'
-        else:
-            self.path = None
-            parsed = urllib.parse.urlparse(uri)
-            self.uri = urllib.parse.urlunparse(parsed._replace(path='/'))
-        self.config = os.path.join(workdir, f'trytond-{name}.conf')
-        with open(self.config, 'w') as fp:
-            fp.write("[database]\n")
-            fp.write(f"uri = {self.uri}\n")
-            if self.path:
-                fp.write(f"path = {self.path}\n")
-            fp.write("language = en\n")
-
-    def db_name(self, *parts):
-        return '_'.join([self.prefix] + [str(p) for p in parts])
-
-    def _admin_connection(self):
-        import psycopg
-        parsed = urllib.parse.urlparse(self.uri)
-        for admin_db in ['postgres', 'template1']:
-            try:
-                return psycopg.connect(
-                    urllib.parse.urlunparse(
-                        parsed._replace(path='/' + admin_db)),
-                    autocommit=True)
-            except psycopg.OperationalError:
-                if admin_db == 'template1':
-                    raise
-
-    def copy(self, template, name):
-        "Create database name as a copy of database template"
-        self.created.append(name)
-        if self.name == 'sqlite':
-            import sqlite3
-            # The backup API also copies what is still in the WAL file
-            source = sqlite3.connect(
-                os.path.join(self.path, template + '.sqlite'))
-            target = sqlite3.connect(
-                os.path.join(self.path, name + '.sqlite'))
-            with target:
-                source.backup(target)
-            source.close()
-            target.close()
-        else:
-            from psycopg import sql
-            with self._admin_connection() as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
-                        sql.Identifier(name)))
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                        sql.Identifier(name), sql.Identifier(template)))
-
-    def drop(self, name):
-        "Drop database name to save space"
-        if self.name == 'sqlite':
-            for suffix in ['.sqlite', '.sqlite-wal', '.sqlite-shm']:
-                try:
-                    os.remove(os.path.join(self.path, name + suffix))
-                except FileNotFoundError:
-                    pass
-        else:
-            from psycopg import sql
-            with self._admin_connection() as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
-                        sql.Identifier(name)))
-        if name in self.created:
-            self.created.remove(name)
-
-    def drop_all(self):
-        if self.name == 'sqlite':
-            return
-        from psycopg import sql
-        try:
-            with self._admin_connection() as conn:
-                for name in reversed(self.created):
-                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
-                            sql.Identifier(name)))
-        except Exception as exception:
-            log(f"could not drop the databases: {exception}")
-
-    def version(self):
-        if self.name == 'sqlite':
-            import sqlite3
-            return f"SQLite {sqlite3.sqlite_version}"
-        with self._admin_connection() as conn:
-            version, = conn.execute("SHOW server_version").fetchone()
-            settings = {name: conn.execute(f"SHOW {name}").fetchone()[0]
-                for name in [
-                    'shared_buffers', 'fsync', 'synchronous_commit']}
-        import psycopg
-        return (f"PostgreSQL {version.split()[0]} "
-            f"(psycopg {psycopg.__version__}, "
-            f"shared_buffers={settings.get('shared_buffers')}, "
-            f"fsync={settings.get('fsync')}, "
-            f"synchronous_commit={settings.get('synchronous_commit')})")
-
-
-def representative(runs):
-    "The first failing run, else the run of median time"
-    for run in runs:
-        if not run.get('ok'):
-            return run
-    ordered = sorted(runs, key=lambda r: r['seconds'])
-    return ordered[(len(ordered) - 1) // 2]
-
-
-def worker_env(backend):
-    env = dict(os.environ)
-    for key in list(env):
-        if (key.startswith('TRYTOND_DATABASE')
-                or key in {'TRYTOND_CONFIG', 'DB_NAME', 'DB_CACHE'}):
-            del env[key]
-    env['TRYTOND_CONFIG'] = backend.config
-    env['PYTHONHASHSEED'] = '0'
-    return env
-
-
-def run_worker(backend, step, spec, timeout):
-    """Run one step in its own process
-
-    Return its result, with 'seconds_wall', 'timeout' or 'crash'."""
-    tag = f"{step}-{spec['db']}"
-    spec_file = os.path.join(backend.workdir, tag + '.spec.json')
-    result_file = os.path.join(backend.workdir, tag + '.result.json')
-    log_file = os.path.join(backend.workdir, tag + '.log')
-    spec = dict(spec, config=backend.config)
-    with open(spec_file, 'w') as fp:
-        json.dump(spec, fp)
-    start = time.monotonic()
-    with open(log_file, 'w') as log_fp:
-        process = subprocess.Popen(
-            [sys.executable, SCRIPT, '--worker', step, spec_file,
-                result_file],
-            stdout=log_fp, stderr=subprocess.STDOUT,
-            env=worker_env(backend), cwd=backend.workdir)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            return {'timeout': timeout, 'log': log_file}
-    try:
-        with open(result_file) as fp:
-            result = json.load(fp)
-    except (OSError, ValueError):
-        with open(log_file) as fp:
-            result = {'crash': fp.read()[-6000:]}
-    result['seconds_wall'] = time.monotonic() - start
-    result['log'] = log_file
-    if 'crash' in result:
-        log(f"{tag} failed:\n{result['crash']}")
-    return result
-
-
 def machine_description(backends):
-    model = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as fp:
-            for line in fp:
-                if line.startswith('model name'):
-                    model = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    memory = None
-    try:
-        with open('/proc/meminfo') as fp:
-            for line in fp:
-                if line.startswith('MemTotal:'):
-                    memory = int(line.split()[1]) / 1024 / 1024
-    except OSError:
-        pass
-    versions = {}
-    for dist in ['trytond', 'trytond_sale_subscription', 'trytond_account',
-            'trytond_account_invoice', 'proteus', 'python-sql']:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = '?'
-    return {
-        'code': code_version(),
-        'cpu': model,
-        'cores': os.cpu_count(),
-        'memory_gib': memory,
-        'os': platform.platform(),
-        'python': platform.python_version(),
-        'versions': versions,
-        'backends': {b.name: b.version() for b in backends},
-        }
-
-
-def code_version():
-    "The commit measured, and whether modules/ differs from it"
-    try:
-        commit = subprocess.run(
-            ['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
-            capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(
-            ['git', 'status', '--porcelain', '--', 'modules'], cwd=ROOT,
-            capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return commit + (" with uncommitted changes in modules/" if dirty else "")
-
-
-def modules_fingerprint():
-    "What identifies the code of modules/: its tree at HEAD and local edits"
-    try:
-        tree = subprocess.run(
-            ['git', 'rev-parse', 'HEAD:modules'], cwd=ROOT,
-            capture_output=True, text=True, check=True).stdout.strip()
-        diff = subprocess.run(
-            ['git', 'diff', 'HEAD', '--', 'modules'], cwd=ROOT,
-            capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    import hashlib
-    return tree, hashlib.sha256(diff).hexdigest()
+    machine = common_machine_description(DISTRIBUTIONS)
+    machine['backends'] = {b.name: b.version() for b in backends}
+    return machine
 
 
 def _mib(kib):
@@ -1334,14 +917,13 @@ def write_report(path, machine, measurements, options, started, total):
     add("")
     # The hand-written sections and the one of the delivery benchmark
     # (--delivery) stay
-    kept = [(heading, read_section(path, heading))
-        for heading in KEPT_HEADINGS]
+    kept = [read_section(path, heading) for heading in KEPT_HEADINGS]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as fp:
         fp.write('\n'.join(lines))
-    for heading, section in kept:
+    for section in kept:
         if section:
-            update_section(path, heading, section)
+            update_section(path, section, before=BEFORE, title=TITLE)
 
 # ---------------------------------------------------------------------------
 # End-to-end delivery: driver side
@@ -1470,7 +1052,7 @@ def run_delivery(options, backend, sizes, date):
         ]
     try:
         template = backend.db_name('tpl', 'delivery')
-        built = run_worker(backend, 'template',
+        built = run_worker(SCRIPT, backend, 'template',
             {'db': template, 'flavour': 'delivery', 'date': date},
             options.timeout * 2)
         backend.created.append(template)
@@ -1483,7 +1065,8 @@ def run_delivery(options, backend, sizes, date):
             db = backend.db_name('delivery', n)
             backend.copy(template, db)
             spec = {'db': db, 'flavour': 'delivery', 'n': n, 'date': date}
-            pop = run_worker(backend, 'populate', spec, options.timeout * 2)
+            pop = run_worker(
+                SCRIPT, backend, 'populate', spec, options.timeout * 2)
             measurement = {'backend': backend.name, 'n': n}
             measurements.append(measurement)
             if 'crash' in pop or 'timeout' in pop:
@@ -1507,22 +1090,13 @@ def run_delivery(options, backend, sizes, date):
                             '/nonexistent/soffice'])
                 backend.copy(db, run_spec['db'])
                 sink.take()
-                load = os.getloadavg()
                 timeout = (options.down_timeout if case == 'down'
                     else options.timeout)
-                busy = _machine_busy_seconds()
-                children = _children_cpu_seconds()
-                wall = time.monotonic()
-                result = run_worker(backend, 'delivery', run_spec, timeout)
-                result['load_before'] = load[0]
-                result['load_after'] = os.getloadavg()[0]
-                # CPU of the whole machine while the worker ran, and the
-                # worker's own (with soffice): the rest is everybody else's
-                result['window_seconds'] = time.monotonic() - wall
-                result['machine_cpu_seconds'] = (
-                    _machine_busy_seconds() - busy)
-                result['worker_cpu_seconds'] = (
-                    _children_cpu_seconds() - children)
+                # With the CPU of the whole machine while the worker ran,
+                # and the worker's own (with soffice): the rest is
+                # everybody else's
+                result = run_measured(
+                    SCRIPT, backend, 'delivery', run_spec, timeout)
                 messages = sink.take()
                 if 'first' in result:
                     parts = split_mails(messages, result)
@@ -1574,44 +1148,11 @@ def run_delivery(options, backend, sizes, date):
                 backend.drop(run_spec['db'])
                 if case == 'runs' and not result['ok']:
                     break
-            measurement['result'] = representative_delivery(
+            measurement['result'] = representative(
                 measurement.get('runs', []))
     finally:
         sink.stop()
     return measurements
-
-
-def _other_cores(run):
-    "The cores used by other processes while the worker ran, on average"
-    other = run['machine_cpu_seconds'] - run['worker_cpu_seconds']
-    return max(other, 0) / run['window_seconds']
-
-
-def _machine_busy_seconds():
-    "CPU seconds all the processors spent busy since boot"
-    try:
-        with open('/proc/stat') as fp:
-            fields = fp.readline().split()
-    except OSError:
-        return 0
-    # user nice system idle iowait irq softirq steal
-    values = [int(v) for v in fields[1:9]]
-    busy = sum(values) - values[3] - values[4]
-    return busy / os.sysconf('SC_CLK_TCK')
-
-
-def _children_cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def representative_delivery(runs):
-    "The first failing run, else the run of median night time"
-    for run in runs:
-        if not run.get('ok'):
-            return run
-    ordered = sorted(runs, key=lambda r: r['first']['seconds'])
-    return ordered[(len(ordered) - 1) // 2] if ordered else {}
 
 
 def soffice_version():
@@ -1621,16 +1162,6 @@ def soffice_version():
     except (OSError, subprocess.SubprocessError):
         return "not installed"
     return ' '.join(output.split()[:2]) or "soffice (unknown version)"
-
-
-def _median(values):
-    values = sorted(values)
-    if not values:
-        return None
-    middle = len(values) // 2
-    if len(values) % 2:
-        return values[middle]
-    return (values[middle - 1] + values[middle]) / 2
 
 
 def _batch_size(measurements, kind):
@@ -1643,10 +1174,6 @@ def _batch_size(measurements, kind):
 
 def _plural(count, word):
     return f"{count} {word}" + ('' if count == 1 else 's')
-
-
-def _fmt(value, digits=2):
-    return '' if value is None else f"{value:.{digits}f}"
 
 
 def delivery_section(machine, measurements, meta, started, total):
@@ -1790,7 +1317,7 @@ def delivery_section(machine, measurements, meta, started, total):
         count = compare['invoices']
         night_per = r['first']['timers']['seconds'].get('render', 0) / m['n']
         batch_per = compare['batch_seconds'] / count
-        core_median = _median(core)
+        core_median = median(core)
         add("| " + " | ".join([
                     m['backend'], str(count), f"{night_per:.3f}",
                     f"{batch_per:.3f}", f"{core_median:.2f}",
@@ -1838,14 +1365,14 @@ def delivery_section(machine, measurements, meta, started, total):
     for m, r in rows:
         render = r['first']['timers']['seconds'].get('render', 0) / m['n']
         night = r['first']['seconds']
-        core = _median([t for run in m.get('runs', [])
+        core = median([t for run in m.get('runs', [])
                 for t in (run.get('render_compare') or {}).get(
                     'core_seconds', [])])
         verdict = "met" if render <= TARGET_RENDER_PER_INVOICE else "missed"
         text = (f"- {m['backend']}, N = {m['n']}: rendering "
             f"{render:.3f} s per invoice (target ≤ "
             f"{TARGET_RENDER_PER_INVOICE} s: {verdict}; core in the same run "
-            f"{_fmt(core)} s, issue: 1.05 s)")
+            f"{fmt(core)} s, issue: 1.05 s)")
         if m['n'] == 200:
             verdict = "met" if night <= TARGET_NIGHT_200 else "missed"
             text += (f"; whole night {night:.1f} s (target ≤ "
@@ -1885,7 +1412,7 @@ def delivery_section(machine, measurements, meta, started, total):
             f"{other / window:.2f} of the {os.cpu_count()} cores on average "
             "(the database server's share included on PostgreSQL); "
             "per run: " + ", ".join(
-                f"{_other_cores(r):.2f}" for r in windows) + ".")
+                f"{other_cores(r):.2f}" for r in windows) + ".")
         add("")
     for note in meta.get('notes', []):
         add(note)
@@ -1907,58 +1434,6 @@ def delivery_section(machine, measurements, meta, started, total):
         "before it counts as hanging (default 120 s).")
     add("")
     return lines
-
-
-def _split_sections(text):
-    "Split a Markdown text at its '## ' headings: [(heading, text)]"
-    sections = []
-    heading, current = None, []
-    for line in text.splitlines(keepends=True):
-        if line.startswith('## '):
-            sections.append((heading, ''.join(current)))
-            heading, current = line.rstrip('\n'), []
-        current.append(line)
-    sections.append((heading, ''.join(current)))
-    return sections
-
-
-def read_section(path, heading):
-    "The text of the section heading in the file path, or None"
-    try:
-        with open(path) as fp:
-            text = fp.read()
-    except FileNotFoundError:
-        return None
-    for name, section in _split_sections(text):
-        if name == heading:
-            return section
-    return None
-
-
-def update_section(path, heading, section, before='## How to re-run'):
-    """Replace section heading of the file path by section, or insert it
-    before the section named before (else at the end)"""
-    try:
-        with open(path) as fp:
-            text = fp.read()
-    except FileNotFoundError:
-        text = "# Benchmark of the nightly recurring invoice generation\n\n"
-    if not section.endswith('\n'):
-        section += '\n'
-    sections = _split_sections(text)
-    names = [name for name, _ in sections]
-    if heading in names:
-        sections[names.index(heading)] = (heading, section)
-    elif before in names:
-        sections.insert(names.index(before), (heading, section))
-    else:
-        last_name, last = sections[-1]
-        if not last.endswith('\n\n'):
-            sections[-1] = (last_name, last.rstrip('\n') + '\n\n')
-        sections.append((heading, section))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w') as fp:
-        fp.write(''.join(text for _, text in sections))
 
 
 def main_delivery(options, sizes, output, names, uri, notes):
@@ -1988,13 +1463,13 @@ def main_delivery(options, sizes, output, names, uri, notes):
             log(f"kept {workdir}")
     total = time.monotonic() - start
     meta = {
-        'date': date, 'notes': notes, 'command': command_line(),
+        'date': date, 'notes': notes, 'command': command_line(SCRIPT),
         'soffice': soffice_version(),
         'aiosmtpd': importlib.metadata.version('aiosmtpd'),
         'load_note': options.load_note or '',
         }
     lines = delivery_section(machine, measurements, meta, started, total)
-    update_section(output, DELIVERY_HEADING, '\n'.join(lines) + '\n')
+    update_section(output, '\n'.join(lines), before=BEFORE, title=TITLE)
     if options.json:
         with open(options.json, 'w') as fp:
             json.dump({'machine': machine, 'measurements': measurements},
@@ -2004,15 +1479,6 @@ def main_delivery(options, sizes, output, names, uri, notes):
         if not m['result'].get('ok')
         or not all(r.get('ok') for r in m.get('down', []))]
     return 1 if failed else 0
-
-
-def command_line():
-    "The command line that ran the benchmark, as it could be typed"
-    import shlex
-    words = ['python', os.path.relpath(SCRIPT, ROOT)] + sys.argv[1:]
-    uri = os.environ.get('TRYTOND_DATABASE_URI')
-    prefix = f'TRYTOND_DATABASE_URI={shlex.quote(uri)} ' if uri else ''
-    return prefix + ' '.join(shlex.quote(w) for w in words)
 
 
 def parse_args(argv):
@@ -2094,7 +1560,7 @@ def main(argv=None):
             templates = {f: backend.db_name('tpl', f) for f in flavours}
             with ThreadPoolExecutor(options.jobs) as executor:
                 futures = {f: executor.submit(
-                        run_worker, backend, 'template',
+                        run_worker, SCRIPT, backend, 'template',
                         {'db': templates[f], 'flavour': f},
                         options.timeout * 2) for f in flavours}
                 built = {f: futures[f].result() for f in flavours}
@@ -2116,7 +1582,7 @@ def main(argv=None):
             log(f"{backend.name}: creating the contracts")
             with ThreadPoolExecutor(options.jobs) as executor:
                 populated = list(executor.map(
-                        lambda spec: run_worker(
+                        lambda spec: run_worker(SCRIPT,
                             backend, 'populate', spec, options.timeout * 2),
                         todo))
             for spec, pop in zip(todo, populated):
@@ -2136,10 +1602,8 @@ def main(argv=None):
                     run_spec = dict(spec, db=backend.db_name(
                             spec['flavour'], spec['n'], 'run', repeat))
                     backend.copy(spec['db'], run_spec['db'])
-                    load = os.getloadavg()[0]
-                    result = run_worker(
+                    result = run_measured(SCRIPT,
                         backend, 'measure', run_spec, options.timeout)
-                    result['load_before'] = load
                     runs.append(result)
                     if 'seconds' in result:
                         log(f"{backend.name} {spec['flavour']} "
@@ -2154,7 +1618,8 @@ def main(argv=None):
                         # A failure repeats itself: do not wait for it
                         break
                 measurement['runs'] = runs
-                measurement['result'] = representative(runs)
+                measurement['result'] = representative(
+                    runs, key=lambda r: r['seconds'])
     finally:
         if not options.keep:
             for backend in backends:
@@ -2165,7 +1630,7 @@ def main(argv=None):
 
     total = time.monotonic() - start
     write_report(output, machine, measurements,
-        {'date': date, 'notes': notes, 'command': command_line()},
+        {'date': date, 'notes': notes, 'command': command_line(SCRIPT)},
         started, total)
     if options.json:
         with open(options.json, 'w') as fp:
@@ -2179,6 +1644,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    if len(sys.argv) == 5 and sys.argv[1] == '--worker':
-        sys.exit(worker_main(*sys.argv[2:]))
-    sys.exit(main())
+    run_script(main, WORKERS)
