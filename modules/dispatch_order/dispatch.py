@@ -13,6 +13,15 @@ from trytond.transaction import Transaction
 
 from .exceptions import DispatchOrderError, DispatchOrderValidationError
 
+# Backgrounds of the orders in the calendar (the text is white)
+CALENDAR_COLORS = {
+    'to_plan': '#d35400',
+    'draft': '#7f8c8d',
+    'planned': '#2c6fbb',
+    'done': '#2e8b57',
+    'cancelled': '#95a5a6',
+    }
+
 
 class Order(Workflow, ModelSQL, ModelView):
     __name__ = 'dispatch.order'
@@ -91,6 +100,19 @@ class Order(Workflow, ModelSQL, ModelView):
     key_date = fields.Date(
         "Key Date", readonly=True,
         help="The date of the contract's rhythm the order was created for.")
+    calendar_date = fields.Function(
+        fields.Date(
+            "Date",
+            states={
+                'readonly': Eval('state').in_(['done', 'cancelled']),
+                },
+            help="The planning date, or else the key date: "
+            "the day the order is shown in the calendar.\n"
+            "Moving an order in the calendar sets its planning date."),
+        'get_calendar_date', setter='set_calendar_date',
+        searcher='search_calendar_date')
+    calendar_color = fields.Function(
+        fields.Char("Calendar Color"), 'get_calendar_color')
     execution_date = fields.Date(
         "Execution Date",
         states={
@@ -208,6 +230,36 @@ class Order(Workflow, ModelSQL, ModelView):
             ('party.rec_name', operator, value),
             ('description', operator, value),
             ]
+
+    def get_calendar_date(self, name):
+        return self.planning_date or self.key_date
+
+    @classmethod
+    def set_calendar_date(cls, orders, name, value):
+        cls.write(orders, {'planning_date': value})
+
+    @classmethod
+    def search_calendar_date(cls, name, clause):
+        _, operator, value = clause[:3]
+        if value is None and operator in {'=', '!='}:
+            return [
+                'AND' if operator == '=' else 'OR',
+                ('planning_date', operator, None),
+                ('key_date', operator, None),
+                ]
+        return ['OR',
+            ('planning_date', operator, value),
+            [
+                ('planning_date', '=', None),
+                ('key_date', operator, value),
+                ],
+            ]
+
+    def get_calendar_color(self, name):
+        "Return the background of the order in the calendar"
+        if self.state == 'draft' and not self.planning_date:
+            return CALENDAR_COLORS['to_plan']
+        return CALENDAR_COLORS.get(self.state, CALENDAR_COLORS['draft'])
 
     @classmethod
     def view_attributes(cls):

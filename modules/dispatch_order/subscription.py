@@ -17,6 +17,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from turnus.recurrence import (
     RecurrenceSetupMixin, RecurrenceWizardMixin, to_datetime)
+from turnus.subscription import SubscriptionNameMixin
 from turnus.tools import process_slices
 
 from .dispatch import LineMixin
@@ -31,7 +32,7 @@ LOCKED_FIELDS = {'dispatch_recurrence', 'dispatch_mode', 'start_date'}
 DISPATCH_STATES = ['running', 'closed']
 
 
-class Subscription(metaclass=PoolMeta):
+class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
     __name__ = 'sale.subscription'
 
     service_address = fields.Many2One(

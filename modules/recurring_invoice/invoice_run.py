@@ -46,10 +46,10 @@ class Run(Workflow, ModelSQL, ModelView):
     failed_count = fields.Function(
         fields.Integer("Failed"), 'get_counts')
     letter_pdf = fields.Binary(
-        "Letters", readonly=True, filename='letter_pdf_name',
+        "Letters PDF", readonly=True, filename='letter_pdf_name',
         help="The invoices to print and post, in one PDF.")
     letter_pdf_name = fields.Function(
-        fields.Char("Letters Name"), 'get_letter_pdf_name')
+        fields.Char("Letters PDF Name"), 'get_letter_pdf_name')
     confirmed_by = employee_field("Confirmed By", states=['done'])
     confirmed_at = fields.DateTime("Confirmed At", readonly=True)
     state = fields.Selection([

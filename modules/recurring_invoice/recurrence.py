@@ -7,6 +7,7 @@ from turnus.recurrence import RecurrenceRuleMixin, RecurrenceRuleSetMixin
 
 class RecurrenceRuleSet(RecurrenceRuleSetMixin, metaclass=PoolMeta):
     __name__ = 'sale.subscription.recurrence.rule.set'
+    _recurrence_module = 'recurring_invoice'
 
 
 class RecurrenceRule(RecurrenceRuleMixin, metaclass=PoolMeta):

@@ -19,6 +19,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from turnus.recurrence import (
     RecurrenceSetupMixin, RecurrenceWizardMixin, to_datetime)
+from turnus.subscription import SubscriptionNameMixin
 from turnus.tools import process_slices
 
 from .exceptions import (
@@ -34,7 +35,7 @@ LOCKED_FIELDS = {
 LOCKED_LINE_FIELDS = {'consumption_recurrence', 'start_date'}
 
 
-class Subscription(metaclass=PoolMeta):
+class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
     __name__ = 'sale.subscription'
 
     invoice_timing = fields.Selection([

@@ -15,6 +15,7 @@ from trytond.i18n import gettext
 from trytond.model import fields
 from trytond.pool import Pool
 from trytond.pyson import Eval
+from trytond.transaction import Transaction
 
 # Presets of the recurrence wizards: (freq, default interval)
 PRESETS = {
@@ -64,8 +65,12 @@ def to_datetime(date):
 
 
 class RecurrenceRuleSetMixin:
-    "Extends sale.subscription.recurrence.rule.set"
+    """Extends sale.subscription.recurrence.rule.set
+
+    A module sets _recurrence_module to the module whose message.xml holds
+    the msg_rule_set_* names of the presets."""
     __slots__ = ()
+    _recurrence_module = None
 
     def period_rruleset(self, dtstart):
         """Return the rruleset that gives the end of each period
@@ -80,48 +85,117 @@ class RecurrenceRuleSetMixin:
 
     @classmethod
     def find_or_create(cls, freq, interval, months=None):
-        "Return the rule set of a preset, reusing an existing one"
+        """Return the rule set of a preset, reusing one made before
+
+        The rule set is named in the default language of the database and
+        translated into every translatable language.  Only a rule set with
+        the preset's rule and name is reused, so that a rule set named by
+        hand never lends its name to the wizard's choice."""
+        pool = Pool()
+        Configuration = pool.get('ir.configuration')
+        Lang = pool.get('ir.lang')
+        transaction = Transaction()
         bymonth = ','.join(str(m) for m in sorted(map(int, months or [])))
-        for set_ in cls.search([('rules.freq', '=', freq)]):
-            if len(set_.rules) != 1:
-                continue
-            rule, = set_.rules
-            if (rule.freq == freq
-                    and rule.interval == interval
-                    and not rule.exclusive
-                    and (rule.bymonth or '') == bymonth
-                    and not any(getattr(rule, n) for n in [
-                            'byweekday', 'bymonthday', 'byyearday',
-                            'byweekno', 'bysetpos'])):
-                return set_
-        set_ = cls(name=cls._preset_name(freq, interval, bymonth))
-        set_.rules = [{
-                'freq': freq,
-                'interval': interval,
-                'bymonth': bymonth or None,
-                }]
-        set_.save()
-        return set_
+        default_language = Configuration.get_language()
+        with transaction.set_context(language=default_language):
+            name = cls._preset_name(freq, interval, bymonth)
+            for set_ in cls.search([
+                        ('rules.freq', '=', freq),
+                        ('name', '=', name),
+                        ]):
+                if len(set_.rules) != 1:
+                    continue
+                rule, = set_.rules
+                if (rule.freq == freq
+                        and rule.interval == interval
+                        and not rule.exclusive
+                        and (rule.bymonth or '') == bymonth
+                        and not any(getattr(rule, n) for n in [
+                                'byweekday', 'bymonthday', 'byyearday',
+                                'byweekno', 'bysetpos'])):
+                    break
+            else:
+                set_ = cls(name=name)
+                set_.rules = [{
+                        'freq': freq,
+                        'interval': interval,
+                        'bymonth': bymonth or None,
+                        }]
+                set_.save()
+        # also for a language made translatable after the rule set
+        for lang in Lang.search([
+                    ('translatable', '=', True),
+                    ('code', '!=', default_language),
+                    ]):
+            with transaction.set_context(language=lang.code):
+                translated = cls(set_.id)
+                name = cls._preset_name(freq, interval, bymonth)
+                if translated.name != name:
+                    translated.name = name
+                    translated.save()
+        return cls(set_.id)
 
     @classmethod
     def _preset_name(cls, freq, interval, bymonth):
+        "Return the name of the preset in the language of the context"
+        pool = Pool()
+        Lang = pool.get('ir.lang')
+        Month = pool.get('ir.calendar.month')
+        module = cls._recurrence_module
         names = {
-            ('weekly', 1): "Weekly",
-            ('monthly', 1): "Monthly",
-            ('monthly', 2): "Every 2 Months",
-            ('monthly', 3): "Quarterly",
-            ('monthly', 6): "Half-Yearly",
-            ('yearly', 1): "Yearly",
+            ('weekly', 1): 'msg_rule_set_weekly',
+            ('monthly', 1): 'msg_rule_set_monthly',
+            ('monthly', 2): 'msg_rule_set_bimonthly',
+            ('monthly', 3): 'msg_rule_set_quarterly',
+            ('monthly', 6): 'msg_rule_set_half_yearly',
+            ('yearly', 1): 'msg_rule_set_yearly',
             }
-        if (freq, interval) in names:
-            name = names[(freq, interval)]
+        months = [int(m) for m in bymonth.split(',')] if bymonth else []
+        if months and (freq, interval) == ('monthly', 1):
+            name = gettext(f'{module}.msg_rule_set_seasonal')
+        elif (freq, interval) in names:
+            name = gettext(f'{module}.{names[(freq, interval)]}')
         else:
-            unit = {'weekly': "Weeks", 'monthly': "Months",
-                'yearly': "Years"}[freq]
-            name = f"Every {interval} {unit}"
-        if bymonth:
-            name += f" (Months {bymonth})"
+            name = gettext(
+                f'{module}.msg_rule_set_every_n_{freq}', interval=interval)
+        if months:
+            month_names = Month.locale(Lang.get(), field='name')
+            name = gettext(
+                f'{module}.msg_rule_set_months', name=name,
+                months=cls._month_ranges(months, month_names))
         return name
+
+    @staticmethod
+    def _month_ranges(months, month_names):
+        """Return the months as ranges: "April–October",
+        "November–March", "January, March, May"
+
+        A run of three or more months, also across the turn of the year,
+        is written as a range."""
+        chosen = set(months)
+        runs = []
+        # start the runs after a month that is not chosen, so that a run
+        # across the turn of the year stays whole
+        first = next(
+            (m % 12 + 1 for m in range(12, 0, -1) if m not in chosen), 1)
+        run = []
+        for i in range(12):
+            month = (first - 1 + i) % 12 + 1
+            if month in chosen:
+                run.append(month)
+            elif run:
+                runs.append(run)
+                run = []
+        if run:
+            runs.append(run)
+        parts = []
+        for run in runs:
+            if len(run) >= 3:
+                parts.append(
+                    f'{month_names[run[0]]}\u2013{month_names[run[-1]]}')
+            else:
+                parts.extend(month_names[m] for m in run)
+        return ', '.join(parts)
 
 
 class RecurrenceRuleMixin:
