@@ -4,11 +4,11 @@
 from trytond.modules.company.tests import CompanyTestMixin
 from trytond.tests.test_tryton import ModuleTestCase
 
-from turnus.testing import TranslationTestMixin
+from turnus.testing import TranslationTestMixin, ViewTestMixin
 
 
 class DispatchOrderTestCase(
-        TranslationTestMixin, CompanyTestMixin, ModuleTestCase):
+        TranslationTestMixin, ViewTestMixin, CompanyTestMixin, ModuleTestCase):
     "Test Dispatch Order module"
     module = 'dispatch_order'
 
