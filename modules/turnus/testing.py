@@ -13,6 +13,7 @@ from trytond.tests.test_tryton import with_transaction
 
 class TranslationTestMixin:
     "Check that locale/de.po translates every string of the module"
+    maxDiff = None
 
     @with_transaction()
     def test_de_po_complete(self):
