@@ -36,3 +36,11 @@ class PDFConverterMissingError(UserError):
 
 class PDFConversionError(UserError):
     pass
+
+
+class InvoiceRunError(UserError):
+    pass
+
+
+class InvoiceRunValidationError(ValidationError):
+    pass

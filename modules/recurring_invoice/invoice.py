@@ -1,7 +1,7 @@
 # This file is part of Turnus.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 from trytond.model import Unique, fields
-from trytond.pool import PoolMeta
+from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval, If
 
 
@@ -40,6 +40,24 @@ class Invoice(metaclass=PoolMeta):
         help="The contact person of the customer for the invoice.")
     delivery_lines = fields.One2Many(
         'account.invoice.run.line', 'invoice', "Deliveries", readonly=True)
+    sent_date = fields.Date(
+        "Sent Date", readonly=True,
+        states={
+            'invisible': Eval('type') != 'out',
+            },
+        help="The day the invoice was last delivered by an invoice run.")
+    sent_channel = fields.Selection(
+        'get_sent_channels', "Sent By", readonly=True,
+        states={
+            'invisible': Eval('type') != 'out',
+            },
+        help="How the invoice was last delivered.")
+    ignore_in_invoice_runs = fields.Boolean(
+        "Ignore in Invoice Runs",
+        states={
+            'invisible': Eval('type') != 'out',
+            },
+        help="If checked, the invoice never enters an invoice run.")
 
     @classmethod
     def __setup__(cls):
@@ -50,6 +68,18 @@ class Invoice(metaclass=PoolMeta):
                 Unique(t, t.subscription, t.subscription_period_start),
                 'recurring_invoice.msg_invoice_subscription_period_unique'),
             ]
+        cls._check_modify_exclude |= {
+            'sent_date', 'sent_channel', 'ignore_in_invoice_runs'}
+
+    @classmethod
+    def default_ignore_in_invoice_runs(cls):
+        return False
+
+    @classmethod
+    def get_sent_channels(cls):
+        pool = Pool()
+        Delivery = pool.get('sale.subscription.delivery')
+        return [(None, "")] + Delivery.get_channels()
 
     @classmethod
     def copy(cls, invoices, default=None):
@@ -58,6 +88,9 @@ class Invoice(metaclass=PoolMeta):
         default.setdefault('subscription_period_start', None)
         default.setdefault('subscription_period_end', None)
         default.setdefault('delivery_lines', None)
+        default.setdefault('sent_date', None)
+        default.setdefault('sent_channel', None)
+        default.setdefault('ignore_in_invoice_runs', False)
         return super().copy(invoices, default=default)
 
 

@@ -3,6 +3,8 @@
 import datetime as dt
 import io
 import logging
+import re
+import zipfile
 from collections import defaultdict
 from email.utils import getaddresses
 
@@ -13,16 +15,20 @@ from trytond.model import ModelSQL, ModelView, Workflow, fields
 from trytond.model.exceptions import AccessError
 from trytond.modules.company.model import employee_field, set_employee
 from trytond.pool import Pool
-from trytond.pyson import Eval
+from trytond.pyson import Eval, If
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, TransactionError
 
-from .exceptions import DeliveryError, RunConfirmWarning
+from .exceptions import (
+    DeliveryError, InvoiceRunError, InvoiceRunValidationError,
+    RunConfirmWarning)
 
 logger = logging.getLogger(__name__)
 
 # Run lines delivered in one transaction
 DELIVERY_BATCH_SIZE = 50
+# Run lines saved at once (SQLite limits the depth of an expression)
+SAVE_BATCH_SIZE = 200
 
 
 class Run(Workflow, ModelSQL, ModelView):
@@ -35,8 +41,117 @@ class Run(Workflow, ModelSQL, ModelView):
             ('manual', "Manual"),
             ], "Kind", required=True, readonly=True)
     date = fields.Date("Date", required=True, readonly=True)
+    date_from = fields.Date(
+        "Invoice Date From",
+        states={
+            'invisible': Eval('kind') != 'manual',
+            'required': Eval('kind') == 'manual',
+            'readonly': ~Eval('state').in_(['draft', 'built']),
+            },
+        help="The first invoice date of the invoices of the run.")
+    date_to = fields.Date(
+        "Invoice Date To",
+        states={
+            'invisible': Eval('kind') != 'manual',
+            'required': Eval('kind') == 'manual',
+            'readonly': ~Eval('state').in_(['draft', 'built']),
+            },
+        help="The last invoice date of the invoices of the run.")
+    output = fields.Selection([
+            ('email', "Send by E-mail"),
+            ('pdf', "PDF for Download"),
+            ], "Output",
+        states={
+            'invisible': Eval('kind') != 'manual',
+            'required': Eval('kind') == 'manual',
+            'readonly': ~Eval('state').in_(['draft', 'built']),
+            },
+        help="How the invoices are delivered: e-mailed, "
+        "or as PDFs to download and print.")
+    respect_delivery_preference = fields.Boolean(
+        "Respect Delivery Preference",
+        states={
+            'invisible': Eval('kind') != 'manual',
+            'readonly': ~Eval('state').in_(['draft', 'built']),
+            },
+        help="If checked, customers who want e-mail get an e-mail and "
+        "customers who want letters get a PDF, whatever the output.")
+    include_sent = fields.Boolean(
+        "Include Sent Invoices",
+        states={
+            'invisible': Eval('kind') != 'manual',
+            'readonly': ~Eval('state').in_(['draft', 'built']),
+            },
+        help="If checked, invoices that were already delivered are "
+        "delivered again.")
+    include_drafts = fields.Boolean(
+        "Include Drafts",
+        states={
+            'invisible': Eval('kind') != 'manual',
+            'readonly': ~Eval('state').in_(['draft', 'built']),
+            },
+        help="If checked, the draft invoices of the period enter the run "
+        "and are posted when it is executed.")
+    email_template = fields.Many2One(
+        'ir.email.template', "E-mail Template",
+        domain=[
+            ('model.name', '=', 'account.invoice'),
+            ],
+        states={
+            'invisible': Eval('kind') != 'manual',
+            'required': Eval('kind') == 'manual',
+            'readonly': Eval('state') == 'done',
+            })
+    email_cc = fields.Char(
+        "E-mail Cc",
+        states={
+            'invisible': Eval('kind') != 'manual',
+            'readonly': Eval('state') == 'done',
+            },
+        help="Internal addresses that receive a copy, comma separated.")
+    email_bcc = fields.Char(
+        "E-mail Bcc",
+        states={
+            'invisible': Eval('kind') != 'manual',
+            'readonly': Eval('state') == 'done',
+            },
+        help="Internal addresses that receive a hidden copy, "
+        "comma separated.")
+    excluded_invoices = fields.Many2Many(
+        'account.invoice.run-excluded-account.invoice', 'run', 'invoice',
+        "Removed Invoices",
+        domain=[
+            ('company', '=', Eval('company', -1)),
+            ('type', '=', 'out'),
+            ],
+        states={
+            'invisible': Eval('kind') != 'manual',
+            'readonly': ~Eval('state').in_(['draft', 'built']),
+            },
+        help="The invoices removed from the run: rebuilding keeps them "
+        "out. Remove an invoice from this list to let it in again.")
     lines = fields.One2Many(
-        'account.invoice.run.line', 'run', "Lines", readonly=True)
+        'account.invoice.run.line', 'run', "Lines",
+        states={
+            'readonly': (Eval('kind') != 'manual') | (Eval('state') != 'built'),
+            },
+        help="The protocol: one line per invoice and channel.\n"
+        "In a built run, remove the lines of invoices that must not be "
+        "delivered.")
+    line_count = fields.Function(
+        fields.Integer("Lines"), 'get_progress')
+    done_line_count = fields.Function(
+        fields.Integer("Lines Done"), 'get_progress')
+    progress = fields.Function(
+        fields.Float("Progress", digits=(1, 4)), 'get_progress')
+    zip_file = fields.Binary(
+        "PDFs (ZIP)", readonly=True, filename='zip_file_name',
+        states={
+            'invisible': Eval('kind') != 'manual',
+            },
+        help="The PDFs of the invoices of the run, in one ZIP file.")
+    zip_file_name = fields.Function(
+        fields.Char("PDFs (ZIP) Name"), 'get_zip_file_name')
     email_count = fields.Function(
         fields.Integer("E-mailed"), 'get_counts')
     letter_count = fields.Function(
@@ -64,13 +179,29 @@ class Run(Workflow, ModelSQL, ModelView):
         super().__setup__()
         cls._order = [('date', 'DESC'), ('id', 'DESC')]
         cls._transitions |= {
+            ('draft', 'built'),
+            ('built', 'built'),
+            ('built', 'executed'),
             ('executed', 'executed'),
             ('executed', 'done'),
             }
         cls._buttons.update({
-                'execute': {
-                    'invisible': Eval('state') != 'executed',
+                'build': {
+                    'invisible': ((Eval('kind') != 'manual')
+                        | (Eval('state') != 'draft')),
+                    'icon': 'tryton-forward',
+                    'depends': ['kind', 'state'],
+                    },
+                'rebuild': {
+                    'invisible': ((Eval('kind') != 'manual')
+                        | (Eval('state') != 'built')),
                     'icon': 'tryton-refresh',
+                    'depends': ['kind', 'state'],
+                    },
+                'execute': {
+                    'invisible': ~Eval('state').in_(['built', 'executed']),
+                    'icon': If(Eval('state') == 'built',
+                        'tryton-launch', 'tryton-refresh'),
                     'depends': ['state'],
                     },
                 'confirm': {
@@ -86,7 +217,39 @@ class Run(Workflow, ModelSQL, ModelView):
 
     @classmethod
     def default_kind(cls):
-        return 'automatic'
+        return 'manual'
+
+    @classmethod
+    def default_date(cls):
+        pool = Pool()
+        Date = pool.get('ir.date')
+        return Date.today()
+
+    @classmethod
+    def default_output(cls):
+        return 'email'
+
+    @classmethod
+    def default_respect_delivery_preference(cls):
+        return True
+
+    @classmethod
+    def default_include_sent(cls):
+        return False
+
+    @classmethod
+    def default_include_drafts(cls):
+        return False
+
+    @classmethod
+    def default_email_template(cls):
+        pool = Pool()
+        ModelData = pool.get('ir.model.data')
+        try:
+            return ModelData.get_id(
+                'recurring_invoice', 'email_template_invoice')
+        except KeyError:
+            return None
 
     @classmethod
     def default_state(cls):
@@ -115,8 +278,93 @@ class Run(Workflow, ModelSQL, ModelView):
                     result[name][run_id] += 1
         return result
 
+    @classmethod
+    def get_progress(cls, runs, names):
+        pool = Pool()
+        Line = pool.get('account.invoice.run.line')
+        line = Line.__table__()
+        cursor = Transaction().connection.cursor()
+        counts = {r.id: [0, 0] for r in runs}
+        for sub_ids in grouped_slice(
+                [r.id for r in runs], backend.MAX_QUERY_PARAMS):
+            cursor.execute(*line.select(
+                    line.run, line.state,
+                    where=fields.SQL_OPERATORS['in'](line.run, list(sub_ids))))
+            for run_id, state in cursor:
+                counts[run_id][0] += 1
+                if state != 'pending':
+                    counts[run_id][1] += 1
+        result = {name: {} for name in names}
+        for run_id, (total, done) in counts.items():
+            if 'line_count' in result:
+                result['line_count'][run_id] = total
+            if 'done_line_count' in result:
+                result['done_line_count'][run_id] = done
+            if 'progress' in result:
+                result['progress'][run_id] = (
+                    round(done / total, 4) if total else None)
+        return result
+
     def get_letter_pdf_name(self, name):
         return f'letters-{self.date}-{self.id}.pdf'
+
+    def get_zip_file_name(self, name):
+        return f'invoices-{self.date}-{self.id}.zip'
+
+    @classmethod
+    def validate_fields(cls, runs, field_names):
+        super().validate_fields(runs, field_names)
+        cls.check_period(runs, field_names)
+
+    @classmethod
+    def check_period(cls, runs, field_names=None):
+        if field_names and not (field_names & {'date_from', 'date_to'}):
+            return
+        for run in runs:
+            if (run.date_from and run.date_to
+                    and run.date_from > run.date_to):
+                raise InvoiceRunValidationError(gettext(
+                        'recurring_invoice.msg_run_period',
+                        run=run.rec_name,
+                        date_from=run.date_from, date_to=run.date_to))
+
+    def check_company(self):
+        "Raise if the run is not of the user's current company"
+        company_id = Transaction().context.get('company')
+        if company_id is not None and self.company.id != company_id:
+            raise InvoiceRunError(gettext(
+                    'recurring_invoice.msg_run_other_company',
+                    run=self.rec_name, company=self.company.rec_name))
+
+    @classmethod
+    def build_files(cls, runs):
+        "Build the files of the runs to download"
+        cls.build_letter_pdf(runs)
+        cls.build_zip_file([r for r in runs if r.kind == 'manual'])
+
+    @classmethod
+    def build_zip_file(cls, runs):
+        "Put the PDFs of the delivered invoices of each run in one ZIP file"
+        pool = Pool()
+        Line = pool.get('account.invoice.run.line')
+        for run in runs:
+            # also the failed ones, e.g. to post those without e-mail
+            lines = Line.search([
+                    ('run', '=', run.id),
+                    ('channel', 'in', list(Line._pdf_channels())),
+                    ('state', 'in', ['manual', 'done', 'failed']),
+                    ], order=[('id', 'ASC')])
+            invoices = []
+            for line in lines:
+                if line.invoice not in invoices:
+                    invoices.append(line.invoice)
+            documents = [
+                (invoice_filename(i), i.invoice_report_cache)
+                for i in invoices
+                if i.invoice_report_format == 'pdf'
+                and i.invoice_report_cache]
+            run.zip_file = zip_documents(documents) if documents else None
+        cls.save(runs)
 
     @classmethod
     def build_letter_pdf(cls, runs):
@@ -154,6 +402,109 @@ class Run(Workflow, ModelSQL, ModelView):
                     raise AccessError(gettext(
                             'recurring_invoice.msg_run_done',
                             run=run.rec_name))
+        if mode == 'delete':
+            for run in runs:
+                if run.state not in {'draft', 'built'}:
+                    raise AccessError(gettext(
+                            'recurring_invoice.msg_run_delete_executed',
+                            run=run.rec_name))
+
+    @classmethod
+    def preprocess_values(cls, mode, values):
+        pool = Pool()
+        Line = pool.get('account.invoice.run.line')
+        values = super().preprocess_values(mode, values)
+        if mode == 'write' and values.get('lines'):
+            # Staff removed lines: rebuilding keeps their invoices out
+            ids = [
+                id_ for action in values['lines'] if action[0] == 'delete'
+                for id_ in action[1]]
+            invoices = sorted({
+                    line.invoice.id for line in Line.browse(ids)
+                    if line.run.kind == 'manual'})
+            if invoices:
+                values['excluded_invoices'] = list(
+                    values.get('excluded_invoices', [])) + [
+                    ('add', invoices)]
+        return values
+
+    @classmethod
+    def copy(cls, runs, default=None):
+        default = default.copy() if default is not None else {}
+        default.setdefault('lines', None)
+        default.setdefault('state', 'draft')
+        default.setdefault('kind', 'manual')
+        default.setdefault('date', cls.default_date())
+        default.setdefault('letter_pdf', None)
+        default.setdefault('zip_file', None)
+        default.setdefault('confirmed_by', None)
+        default.setdefault('confirmed_at', None)
+        return super().copy(runs, default=default)
+
+    def get_invoices(self):
+        "Return the invoices the manual run collects"
+        pool = Pool()
+        Invoice = pool.get('account.invoice')
+        states = ['posted', 'paid']
+        if self.include_drafts:
+            states += ['draft', 'validated']
+        domain = [
+            ('company', '=', self.company.id),
+            ('type', '=', 'out'),
+            ('invoice_date', '>=', self.date_from),
+            ('invoice_date', '<=', self.date_to),
+            ('state', 'in', states),
+            ('ignore_in_invoice_runs', '=', False),
+            ('party.ignore_in_invoice_runs', '=', False),
+            ]
+        if not self.include_sent:
+            domain.append(('sent_date', '=', None))
+        excluded = {i.id for i in self.excluded_invoices}
+        return [i for i in Invoice.search(domain, order=[
+                    ('invoice_date', 'ASC'), ('number', 'ASC'),
+                    ('id', 'ASC')])
+            if i.id not in excluded]
+
+    def get_channel(self, invoice):
+        "Return the channel of the invoice in the manual run"
+        if self.respect_delivery_preference:
+            return invoice.party.invoice_delivery or 'email'
+        return {'email': 'email', 'pdf': 'letter'}[self.output]
+
+    @classmethod
+    @ModelView.button
+    @Workflow.transition('built')
+    def build(cls, runs):
+        "Collect the invoices of the manual runs: one line per invoice"
+        pool = Pool()
+        Line = pool.get('account.invoice.run.line')
+        runs = [r for r in runs if r.kind == 'manual']
+        for run in runs:
+            run.check_company()
+        # Rebuilding starts again: nothing of a built run is delivered
+        Line.delete(Line.search([('run', 'in', [r.id for r in runs])]))
+        lines = []
+        for run in runs:
+            invoices = run.get_invoices()
+            if not invoices:
+                raise InvoiceRunError(gettext(
+                        'recurring_invoice.msg_run_no_invoices',
+                        run=run.rec_name,
+                        date_from=run.date_from, date_to=run.date_to))
+            for invoice in invoices:
+                lines.append(Line(
+                        run=run, invoice=invoice,
+                        subscription=invoice.subscription,
+                        channel=run.get_channel(invoice), state='pending'))
+        for sub_lines in grouped_slice(lines, SAVE_BATCH_SIZE):
+            Line.save(list(sub_lines))
+        cls.write(runs, {'letter_pdf': None, 'zip_file': None})
+
+    @classmethod
+    @ModelView.button
+    def rebuild(cls, runs):
+        "Collect the invoices again with the same criteria"
+        cls.build(runs)
 
     @classmethod
     def create_automatic(cls, date, invoices):
@@ -175,14 +526,25 @@ class Run(Workflow, ModelSQL, ModelView):
     @ModelView.button
     @Workflow.transition('executed')
     def execute(cls, runs):
-        "Deliver again what is pending or failed"
+        """Deliver what is pending or failed
+
+        The lines are delivered by queue tasks that run after the state is
+        committed: by the workers when they are configured, otherwise at
+        the end of the request, in slices that commit one by one."""
         pool = Pool()
         Line = pool.get('account.invoice.run.line')
+        for run in runs:
+            run.check_company()
         lines = Line.search([
                 ('run', 'in', [r.id for r in runs]),
                 ('state', 'in', ['pending', 'failed']),
-                ])
-        Line.deliver(lines)
+                ], order=[('id', 'ASC')])
+        if not lines:
+            # Only the files, e.g. after lines were ticked
+            cls.build_files(runs)
+            return
+        with Transaction().set_context(queue_batch=True):
+            Line.__queue__.deliver(lines)
 
     @classmethod
     @ModelView.button
@@ -229,6 +591,7 @@ class RunLine(ModelSQL, ModelView):
         fields.Many2One('party.party', "Party"), 'get_party')
     channel = fields.Selection(
         'get_channels', "Channel", required=True, readonly=True)
+    channel_string = channel.translated('channel')
     recipient = fields.Char("Recipient", readonly=True)
     state = fields.Selection([
             ('pending', "Pending"),
@@ -275,6 +638,30 @@ class RunLine(ModelSQL, ModelView):
                     raise AccessError(gettext(
                             'recurring_invoice.msg_run_done',
                             run=line.run.rec_name))
+        if mode == 'delete' and external:
+            for line in lines:
+                if line.run.state != 'built':
+                    raise AccessError(gettext(
+                            'recurring_invoice.msg_run_line_delete',
+                            line=line.rec_name, run=line.run.rec_name))
+
+    def get_rec_name(self, name):
+        return '%s (%s)' % (self.invoice.rec_name, self.channel_string)
+
+    def must_post(self):
+        "Return whether the delivery posts the draft invoice of the line"
+        if self.run.kind == 'manual':
+            return bool(self.run.include_drafts)
+        return bool(self.subscription.standard_delivery.post)
+
+    def get_email_settings(self):
+        """Return the e-mail template, Cc and Bcc of the line: the run's
+        for a manual run, else the contract's delivery settings"""
+        if self.run.kind == 'manual':
+            settings = self.run
+        else:
+            settings = self.subscription.standard_delivery
+        return settings.email_template, settings.email_cc, settings.email_bcc
 
     @classmethod
     @ModelView.button
@@ -310,8 +697,15 @@ class RunLine(ModelSQL, ModelView):
         for sub_ids in grouped_slice(ids, DELIVERY_BATCH_SIZE):
             cls._deliver_slice(list(sub_ids))
         if run_ids:
+            # The files once every line of the run was tried: several
+            # workers deliver the slices of one run
             with transaction.new_transaction():
-                Run.build_letter_pdf(Run.browse(run_ids))
+                pending = {line.run.id for line in cls.search([
+                            ('run', 'in', run_ids),
+                            ('state', '=', 'pending'),
+                            ])}
+                runs = [r for r in Run.browse(run_ids) if r.id not in pending]
+                Run.build_files(runs)
 
     @classmethod
     def _deliver_slice(cls, ids, retry=5):
@@ -374,10 +768,23 @@ class RunLine(ModelSQL, ModelView):
         Date = pool.get('ir.date')
         lines = [
             line for line in lines if line.state in {'pending', 'failed'}]
+        # A manual run does not deliver again what was sent since it was
+        # built (e.g. by another run)
+        skipped = [
+            line for line in lines
+            if line.run.kind == 'manual' and not line.run.include_sent
+            and line.invoice.sent_date]
+        for line in skipped:
+            line.state = 'skipped'
+            line.message = gettext(
+                'recurring_invoice.msg_run_line_already_sent',
+                invoice=line.invoice.rec_name,
+                date=line.invoice.sent_date)
+        lines = [line for line in lines if line not in skipped]
         to_post = {
             line.invoice for line in lines
             if line.invoice.state in {'draft', 'validated'}
-            and line.subscription.standard_delivery.post}
+            and line.must_post()}
         failed = {}
         # An invoice is dated the day it is issued: invoices of past
         # periods (catch up, retries) get today, their service period stays
@@ -407,6 +814,13 @@ class RunLine(ModelSQL, ModelView):
             # No converter: fail fast, a later retry renders them
             for invoice in to_render:
                 failed.setdefault(invoice, _message(exception))
+        for invoice in to_render:
+            if invoice not in failed and not (
+                    invoice.invoice_report_format == 'pdf'
+                    and invoice.invoice_report_cache):
+                failed[invoice] = gettext(
+                    'recurring_invoice.msg_run_line_no_pdf',
+                    invoice=invoice.rec_name)
         by_channel = defaultdict(list)
         for line in lines:
             if line.invoice in failed and (
@@ -418,7 +832,32 @@ class RunLine(ModelSQL, ModelView):
                 by_channel[line.channel].append(line)
         for channel, channel_lines in by_channel.items():
             getattr(cls, f'deliver_{channel}')(channel_lines)
-        cls.save(lines)
+        cls.save(lines + skipped)
+        cls.mark_sent(lines, today)
+
+    @classmethod
+    def _sent_channels(cls):
+        "The channels that mark the invoice as sent"
+        return {'email', 'letter'}
+
+    @classmethod
+    def mark_sent(cls, lines, date):
+        "Store on the invoices of the delivered lines when and how"
+        pool = Pool()
+        Invoice = pool.get('account.invoice')
+        by_channel = defaultdict(set)
+        for line in lines:
+            if (line.channel in cls._sent_channels()
+                    and line.state in {'done', 'manual'}):
+                by_channel[line.channel].add(line.invoice)
+        to_write = []
+        for channel, invoices in sorted(by_channel.items()):
+            to_write.extend([list(invoices), {
+                        'sent_date': date,
+                        'sent_channel': channel,
+                        }])
+        if to_write:
+            Invoice.write(*to_write)
 
     @classmethod
     def _pdf_channels(cls):
@@ -442,12 +881,12 @@ class RunLine(ModelSQL, ModelView):
         Template = pool.get('ir.email.template')
         for line in lines:
             invoice = line.invoice
-            delivery = line.subscription.standard_delivery
+            email_template, email_cc, email_bcc = line.get_email_settings()
             try:
                 with Transaction().set_context(
                         language=invoice.party_lang):
                     # Read in the language of the customer
-                    template = Template(delivery.email_template.id)
+                    template = Template(email_template.id)
                     values = template.get(invoice)
                 to = _addresses(values.get('to'))
                 if (invoice.contact and invoice.contact.type == 'email'
@@ -457,8 +896,8 @@ class RunLine(ModelSQL, ModelView):
                     raise DeliveryError(gettext(
                             'recurring_invoice.msg_delivery_no_email',
                             party=invoice.party.rec_name))
-                cc = _addresses([values.get('cc'), delivery.email_cc])
-                bcc = _addresses([values.get('bcc'), delivery.email_bcc])
+                cc = _addresses([values.get('cc'), email_cc])
+                bcc = _addresses([values.get('bcc'), email_bcc])
                 Email.send(
                     to=to, cc=cc, bcc=bcc,
                     subject=values.get('subject', ''),
@@ -495,6 +934,42 @@ class PostError(Exception):
     def __init__(self, exception):
         super().__init__(exception)
         self.exception = exception
+
+
+class RunExcludedInvoice(ModelSQL):
+    __name__ = 'account.invoice.run-excluded-account.invoice'
+
+    run = fields.Many2One(
+        'account.invoice.run', "Run", required=True, ondelete='CASCADE')
+    invoice = fields.Many2One(
+        'account.invoice', "Invoice", required=True, ondelete='CASCADE')
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls.__access__.add('run')
+
+
+def invoice_filename(invoice):
+    "Return the file name of the invoice PDF in an archive"
+    name = re.sub(r'[^\w.-]+', '_', invoice.number or str(invoice.id))
+    return f'{name}.pdf'
+
+
+def zip_documents(documents):
+    "Return a ZIP file of the (filename, content) documents"
+    output = io.BytesIO()
+    names = set()
+    with zipfile.ZipFile(output, 'w', zipfile.ZIP_DEFLATED) as archive:
+        for filename, content in documents:
+            stem, suffix = filename.rsplit('.', 1)
+            name, i = filename, 1
+            while name in names:
+                i += 1
+                name = f'{stem}-{i}.{suffix}'
+            names.add(name)
+            archive.writestr(name, content)
+    return output.getvalue()
 
 
 def merge_pdfs(documents):
