@@ -34,6 +34,23 @@ SAVE_BATCH_SIZE = 200
 class Run(Workflow, ModelSQL, ModelView):
     __name__ = 'account.invoice.run'
 
+    # the criteria of a manual run, editable until it is executed
+    _criteria_states = {
+        'invisible': Eval('kind') != 'manual',
+        'readonly': ~Eval('state').in_(['draft', 'built']),
+        }
+    _criteria_required_states = _criteria_states | {
+        'required': Eval('kind') == 'manual',
+        }
+    # the e-mail settings of a manual run, editable until it is done
+    _manual_states = {
+        'invisible': Eval('kind') != 'manual',
+        'readonly': Eval('state') == 'done',
+        }
+    _manual_required_states = _manual_states | {
+        'required': Eval('kind') == 'manual',
+        }
+
     company = fields.Many2One(
         'company.company', "Company", required=True, readonly=True)
     kind = fields.Selection([
@@ -43,53 +60,32 @@ class Run(Workflow, ModelSQL, ModelView):
     date = fields.Date("Date", required=True, readonly=True)
     date_from = fields.Date(
         "Invoice Date From",
-        states={
-            'invisible': Eval('kind') != 'manual',
-            'required': Eval('kind') == 'manual',
-            'readonly': ~Eval('state').in_(['draft', 'built']),
-            },
+        states=_criteria_required_states,
         help="The first invoice date of the invoices of the run.")
     date_to = fields.Date(
         "Invoice Date To",
-        states={
-            'invisible': Eval('kind') != 'manual',
-            'required': Eval('kind') == 'manual',
-            'readonly': ~Eval('state').in_(['draft', 'built']),
-            },
+        states=_criteria_required_states,
         help="The last invoice date of the invoices of the run.")
     output = fields.Selection([
             ('email', "Send by E-mail"),
             ('pdf', "PDF for Download"),
             ], "Output",
-        states={
-            'invisible': Eval('kind') != 'manual',
-            'required': Eval('kind') == 'manual',
-            'readonly': ~Eval('state').in_(['draft', 'built']),
-            },
+        states=_criteria_required_states,
         help="How the invoices are delivered: e-mailed, "
         "or as PDFs to download and print.")
     respect_delivery_preference = fields.Boolean(
         "Respect Delivery Preference",
-        states={
-            'invisible': Eval('kind') != 'manual',
-            'readonly': ~Eval('state').in_(['draft', 'built']),
-            },
+        states=_criteria_states,
         help="If checked, customers who want e-mail get an e-mail and "
         "customers who want letters get a PDF, whatever the output.")
     include_sent = fields.Boolean(
         "Include Sent Invoices",
-        states={
-            'invisible': Eval('kind') != 'manual',
-            'readonly': ~Eval('state').in_(['draft', 'built']),
-            },
+        states=_criteria_states,
         help="If checked, invoices that were already delivered are "
         "delivered again.")
     include_drafts = fields.Boolean(
         "Include Drafts",
-        states={
-            'invisible': Eval('kind') != 'manual',
-            'readonly': ~Eval('state').in_(['draft', 'built']),
-            },
+        states=_criteria_states,
         help="If checked, the draft invoices of the period enter the run "
         "and are posted when it is executed.")
     email_template = fields.Many2One(
@@ -97,24 +93,14 @@ class Run(Workflow, ModelSQL, ModelView):
         domain=[
             ('model.name', '=', 'account.invoice'),
             ],
-        states={
-            'invisible': Eval('kind') != 'manual',
-            'required': Eval('kind') == 'manual',
-            'readonly': Eval('state') == 'done',
-            })
+        states=_manual_required_states)
     email_cc = fields.Char(
         "E-mail Cc",
-        states={
-            'invisible': Eval('kind') != 'manual',
-            'readonly': Eval('state') == 'done',
-            },
+        states=_manual_states,
         help="Internal addresses that receive a copy, comma separated.")
     email_bcc = fields.Char(
         "E-mail Bcc",
-        states={
-            'invisible': Eval('kind') != 'manual',
-            'readonly': Eval('state') == 'done',
-            },
+        states=_manual_states,
         help="Internal addresses that receive a hidden copy, "
         "comma separated.")
     excluded_invoices = fields.Many2Many(
@@ -124,16 +110,14 @@ class Run(Workflow, ModelSQL, ModelView):
             ('company', '=', Eval('company', -1)),
             ('type', '=', 'out'),
             ],
-        states={
-            'invisible': Eval('kind') != 'manual',
-            'readonly': ~Eval('state').in_(['draft', 'built']),
-            },
+        states=_criteria_states,
         help="The invoices removed from the run: rebuilding keeps them "
         "out. Remove an invoice from this list to let it in again.")
     lines = fields.One2Many(
         'account.invoice.run.line', 'run', "Lines",
         states={
-            'readonly': (Eval('kind') != 'manual') | (Eval('state') != 'built'),
+            'readonly': ((Eval('kind') != 'manual')
+                | (Eval('state') != 'built')),
             },
         help="The protocol: one line per invoice and channel.\n"
         "In a built run, remove the lines of invoices that must not be "
@@ -152,6 +136,7 @@ class Run(Workflow, ModelSQL, ModelView):
         help="The PDFs of the invoices of the run, in one ZIP file.")
     zip_file_name = fields.Function(
         fields.Char("PDFs (ZIP) Name"), 'get_zip_file_name')
+
     email_count = fields.Function(
         fields.Integer("E-mailed"), 'get_counts')
     letter_count = fields.Function(
@@ -173,6 +158,9 @@ class Run(Workflow, ModelSQL, ModelView):
             ('executed', "Executed"),
             ('done', "Done"),
             ], "State", required=True, readonly=True, sort=False)
+
+    del _criteria_states, _criteria_required_states
+    del _manual_states, _manual_required_states
 
     @classmethod
     def __setup__(cls):
@@ -244,12 +232,8 @@ class Run(Workflow, ModelSQL, ModelView):
     @classmethod
     def default_email_template(cls):
         pool = Pool()
-        ModelData = pool.get('ir.model.data')
-        try:
-            return ModelData.get_id(
-                'recurring_invoice', 'email_template_invoice')
-        except KeyError:
-            return None
+        Delivery = pool.get('sale.subscription.delivery')
+        return Delivery.default_email_template()
 
     @classmethod
     def default_state(cls):
