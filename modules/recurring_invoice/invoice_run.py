@@ -585,6 +585,8 @@ class RunLine(ModelSQL, ModelView):
             ('skipped', "Skipped"),
             ], "State", required=True, readonly=True, sort=False)
     message = fields.Text("Message", readonly=True)
+    run_state = fields.Function(
+        fields.Selection('get_run_states', "Run State"), 'get_run_state')
 
     @classmethod
     def __setup__(cls):
@@ -593,9 +595,10 @@ class RunLine(ModelSQL, ModelView):
         cls._order = [('channel', 'ASC'), ('id', 'ASC')]
         cls._buttons.update({
                 'tick': {
-                    'invisible': Eval('state') != 'manual',
+                    'invisible': ((Eval('state') != 'manual')
+                        | (Eval('run_state') == 'done')),
                     'icon': 'tryton-ok',
-                    'depends': ['state'],
+                    'depends': ['state', 'run_state'],
                     },
                 })
 
@@ -611,6 +614,15 @@ class RunLine(ModelSQL, ModelView):
 
     def get_party(self, name):
         return self.invoice.party.id
+
+    @classmethod
+    def get_run_states(cls):
+        pool = Pool()
+        Run = pool.get('account.invoice.run')
+        return Run.fields_get(['state'])['state']['selection']
+
+    def get_run_state(self, name):
+        return self.run.state
 
     @classmethod
     def check_modification(cls, mode, lines, values=None, external=False):
