@@ -2,10 +2,12 @@
 #
 #   make test        install into .venv and run the whole test suite
 #                    (SQLite; for PostgreSQL set TRYTOND_DATABASE_URI and
-#                    DB_NAME, see tests/run_tests.py)
+#                    DB_NAME, see tests/run_tests.py), with the browser
+#                    tests in the web client (installs it first)
 #   make demo        install, create/update the SQLite demo database
-#                    "demo" (admin/admin) with demo data, install the web
-#                    client and serve it on http://localhost:8000/
+#                    "demo" (admin/admin in German, demo-en/demo1234 in
+#                    English) with demo data, install the web client and
+#                    serve it on http://localhost:8000/
 #   make demo-db     the same without starting the servers
 #   make demo-data   (re)load the demo data (idempotent)
 #   make demo-stop   stop demo servers left over by a killed "make demo"
@@ -58,7 +60,9 @@ soffice:
 				"sudo apt-get install libreoffice-writer-nogui" >&2; \
 		fi; }
 
-test: $(VENV_STAMP) soffice
+# The browser tests (tests/test_browser.py) drive the web client, so it is
+# installed first; without chromium they are skipped (CI=true: an error).
+test: $(VENV_STAMP) $(SAO_STAMP) soffice
 	$(VENV_BIN)/python tests/run_tests.py $(TEST_ARGS)
 
 # The web client (sao): the npm package ships the built dist/, its

@@ -7,7 +7,8 @@
 #
 #   scripts/demo.sh setup   write var/trytond.conf, create the database
 #                           (admin/admin) if missing, activate or update
-#                           the modules, load the demo data once
+#                           the modules, load the demo data once (it adds
+#                           the English user demo-en/demo1234)
 #   scripts/demo.sh data    load the demo data (again; it is idempotent)
 #   scripts/demo.sh serve   start the mail sink and trytond-cron in the
 #                           background and trytond in the foreground
@@ -20,6 +21,8 @@
 #
 # Environment: DEMO_DB (demo), VENV (.venv), DEMO_LISTEN (0.0.0.0:8000),
 # DEMO_ADMIN_PASSWORD (admin), DEMO_ADMIN_EMAIL (admin@example.com),
+# DEMO_EN_PASSWORD (demo1234: the password of the English user demo-en,
+# set when the demo data creates it; at least 8 characters),
 # DEMO_SMTP_PORT (8025).
 set -euo pipefail
 
@@ -32,6 +35,10 @@ DB=${DEMO_DB:-demo}
 LISTEN=${DEMO_LISTEN:-0.0.0.0:8000}
 ADMIN_PASSWORD=${DEMO_ADMIN_PASSWORD:-admin}
 ADMIN_EMAIL=${DEMO_ADMIN_EMAIL:-admin@example.com}
+# the English user (tests/demo_data.py creates it)
+EN_LOGIN=demo-en
+EN_PASSWORD=${DEMO_EN_PASSWORD:-demo1234}
+export DEMO_EN_PASSWORD=$EN_PASSWORD
 SMTP_HOST=127.0.0.1
 SMTP_PORT=${DEMO_SMTP_PORT:-8025}
 MAIL_FROM="Turnus Demo GmbH <rechnung@turnus-demo.example>"
@@ -268,7 +275,8 @@ serve() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
 
-    say "Turnus demo: http://localhost:${LISTEN##*:}/  database '$DB', user admin / $ADMIN_PASSWORD"
+    say "Turnus demo: http://localhost:${LISTEN##*:}/  database '$DB'," \
+        "users admin / $ADMIN_PASSWORD (German), $EN_LOGIN / $EN_PASSWORD (English)"
     echo "   (trytond-cron pid $cron_pid, log $LOG/trytond-cron.log; Ctrl-C stops)"
     echo "   mails (invoices delivered automatically): SMTP sink on" \
         "$SMTP_HOST:$SMTP_PORT stores each one as a file in $MAIL/new/"

@@ -10,19 +10,28 @@ what is already there, so running the script again creates nothing twice.
     python tests/demo_data.py [-d demo] [-c var/trytond.conf] [--date ...]
 
 Creates: the company "Turnus Demo GmbH" (EUR, Germany), German as a
-translatable language, the minimal chart of accounts, fiscal years with
-invoice sequences, a 19% VAT tax, a payment term, ~20 customers, service
-products with their subscription services and ~20 contracts (sale
-subscriptions) with different recurrences, set up with the wizard
-"Set Up Recurrence" and activated; switches automatic delivery on for the
-company and for a few contracts (posted and e-mailed, one also as a letter,
-one as letter and direct debit); then it runs the recurring invoice
-generation once, which posts and delivers the invoices of those contracts
-and leaves a protocol (account.invoice.run) to confirm; the nights with
-invoices due since the contracts started are replayed one after the other,
-the protocols of the past nights confirmed.  The e-mails go to
-the SMTP server of the trytond configuration ([email] uri; scripts/demo.sh
-starts a local sink).
+translatable language with its translations loaded, the admin working in
+German and an English user (EN_LOGIN, the same groups, company and
+employee), a small German chart of accounts (SKR03 numbers: account types
+of the German balance sheet and income statement, receivable 1400,
+payable 1600, revenue 8300/8400, the taxes "USt 19 %" / "USt 7 %" and
+their input tax "VSt 19 %" / "VSt 7 %"), fiscal years with invoice
+sequences, a payment term, ~25 customers, service products with their
+subscription services and ~25 contracts (sale subscriptions, see
+_contracts), each set up with the wizard "Set Up Recurrence" (which
+creates and names the rule sets); switches automatic delivery on for the
+company and for a few contracts (posted and e-mailed, one also as a
+letter, one as letter and direct debit).
+
+Then it replays the past: each contract is activated on its own day
+(Date.today() of the server answers that day, see demo_today), and the
+nightly run of every night with invoices due is run for that night, so
+that the contracts show the start date rules (catch up on and off, start
+date = activation day) with the invoices of the past months, the invoices
+delivered automatically are posted on their night and the protocols of
+the past nights (account.invoice.run) are confirmed, the one of the last
+night is left to confirm.  The e-mails go to the SMTP server of the
+trytond configuration ([email] uri; scripts/demo.sh starts a local sink).
 
 Then the dispatch orders (dispatch_order): two technicians (employees
 "Max Techniker" and "Erika Monteur") and a dispatch recurrence on eight
@@ -41,9 +50,11 @@ Orders shows done visits in the past and planned ones in the coming
 weeks.
 """
 import argparse
+import contextlib
 import datetime as dt
 import os
 import sys
+from collections import defaultdict
 from decimal import Decimal
 
 from dateutil.relativedelta import relativedelta
@@ -52,12 +63,106 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 COMPANY_NAME = "Turnus Demo GmbH"
 COMPANY_EMAIL = "buchhaltung@turnus-demo.example"
-TAX_NAME = "USt 19%"
 PAYMENT_TERM_NAME = "14 Tage netto"
 CATEGORY_NAME = "Dienstleistungen"
 REFERENCE_PREFIX = "DEMO-"
 # internal copy of the invoices delivered by e-mail
 DELIVERY_CC = "buchhaltung@turnus-demo.example"
+
+# The office employee of the admin and of the English user (who planned
+# the dispatch orders, who confirmed the protocols): name, e-mail
+OFFICE_EMPLOYEE = ("Sabine Schreiber", "sabine.schreiber@turnus-demo.example")
+# The English user beside the admin (who works in German); the password
+# has the 8 characters that Tryton asks for by default ([password] length)
+EN_LOGIN = 'demo-en'
+EN_NAME = "Demo User (English)"
+EN_PASSWORD = os.environ.get('DEMO_EN_PASSWORD') or 'demo1234'
+
+# The German chart of accounts (SKR03 numbers), made directly (no
+# templates).  Account types: key, parent key, name, statement, flags.
+# The income statement is part of the equity, as in Tryton's own charts:
+# the balance sheet shows the result of the year.
+CHART_NAME = "SKR03"
+ACCOUNT_TYPES = [
+    ('root', None, "Kontenrahmen SKR03", None, {}),
+    ('aktiva', 'root', "Aktiva", 'balance', {'assets': True}),
+    ('umlauf', 'aktiva', "Umlaufvermögen", 'balance', {'assets': True}),
+    ('forderungen', 'umlauf',
+        "Forderungen aus Lieferungen und Leistungen", 'balance',
+        {'assets': True, 'receivable': True}),
+    ('sonstige_vg', 'umlauf', "Sonstige Vermögensgegenstände", 'balance',
+        {'assets': True}),
+    ('liquide', 'umlauf', "Kassenbestand, Guthaben bei Kreditinstituten",
+        'balance', {'assets': True}),
+    ('passiva', 'root', "Passiva", 'balance', {}),
+    ('eigenkapital', 'passiva', "Eigenkapital", 'balance', {}),
+    ('gewinnvortrag', 'eigenkapital', "Gewinnvortrag/Verlustvortrag",
+        'balance', {}),
+    ('guv', 'eigenkapital',
+        "Jahresüberschuss/Jahresfehlbetrag (Gewinn- und Verlustrechnung)",
+        'income', {}),
+    ('erloese', 'guv', "Umsatzerlöse", 'income', {'revenue': True}),
+    ('material', 'guv', "Materialaufwand", 'income', {'expense': True}),
+    ('sonstiger_aufwand', 'guv', "Sonstige betriebliche Aufwendungen",
+        'income', {'expense': True}),
+    ('verbindlichkeiten', 'passiva', "Verbindlichkeiten", 'balance', {}),
+    ('vll', 'verbindlichkeiten',
+        "Verbindlichkeiten aus Lieferungen und Leistungen", 'balance',
+        {'payable': True}),
+    ('sonstige_vb', 'verbindlichkeiten', "Sonstige Verbindlichkeiten",
+        'balance', {}),
+    ]
+# Accounts: code, name, type key (None: the heading of an account class),
+# the code of the heading, options.  Shown as "8400 - Erlöse 19 % USt".
+ACCOUNTS = [
+    ('0', "Anlage- und Kapitalkonten", None, None, {}),
+    ('0860', "Gewinnvortrag vor Verwendung", 'gewinnvortrag', '0', {}),
+    ('1', "Finanz- und Privatkonten", None, None, {}),
+    ('1000', "Kasse", 'liquide', '1', {}),
+    ('1200', "Bank", 'liquide', '1', {}),
+    ('1400', "Forderungen aus Lieferungen und Leistungen", 'forderungen',
+        '1', {'party_required': True, 'reconcile': True}),
+    ('1571', "Abziehbare Vorsteuer 7 %", 'sonstige_vg', '1', {}),
+    ('1576', "Abziehbare Vorsteuer 19 %", 'sonstige_vg', '1', {}),
+    ('1600', "Verbindlichkeiten aus Lieferungen und Leistungen", 'vll',
+        '1', {'party_required': True, 'reconcile': True}),
+    ('1771', "Umsatzsteuer 7 %", 'sonstige_vb', '1', {}),
+    ('1776', "Umsatzsteuer 19 %", 'sonstige_vb', '1', {}),
+    ('3', "Wareneingangs- und Bestandskonten", None, None, {}),
+    ('3400', "Wareneingang 19 % Vorsteuer", 'material', '3', {}),
+    ('4', "Betriebliche Aufwendungen", None, None, {}),
+    ('4900', "Sonstige betriebliche Aufwendungen", 'sonstiger_aufwand', '4',
+        {}),
+    ('8', "Erlöskonten", None, None, {}),
+    ('8300', "Erlöse 7 % USt", 'erloese', '8', {}),
+    ('8400', "Erlöse 19 % USt", 'erloese', '8', {}),
+    ]
+# The accounts by kind (like trytond.modules.account.tests.tools
+# .get_accounts)
+ACCOUNT_KINDS = {
+    'receivable': '1400',
+    'payable': '1600',
+    'revenue': '8400',
+    'expense': '4900',
+    'cash': '1000',
+    'tax': '1776',
+    }
+# Tax groups: code, name, kind
+TAX_GROUPS = [
+    ('USt', "Umsatzsteuer", 'sale'),
+    ('VSt', "Vorsteuer", 'purchase'),
+    ]
+# Taxes: name, description, rate, account (invoices and credit notes),
+# group, the accounts that propose it
+TAXES = [
+    ("USt 19 %", "Umsatzsteuer 19 %", '0.19', '1776', 'USt', ['8400']),
+    ("USt 7 %", "Umsatzsteuer 7 %", '0.07', '1771', 'USt', ['8300']),
+    ("VSt 19 %", "Abziehbare Vorsteuer 19 %", '0.19', '1576', 'VSt',
+        ['3400', '4900']),
+    ("VSt 7 %", "Abziehbare Vorsteuer 7 %", '0.07', '1571', 'VSt', []),
+    ]
+CUSTOMER_TAX = "USt 19 %"
+SUPPLIER_TAX = "VSt 19 %"
 
 # the contracts (reference number) that deliver their invoices
 # automatically, with their channels
@@ -68,6 +173,14 @@ AUTOMATIC_DELIVERY = [
     (13, ['email']),
     (19, ['letter', 'direct_debit']),
     ]
+
+# the contracts whose new invoices the office checks and posts the day
+# they are created (not delivered: a manual invoice run sends them)
+OFFICE_POSTED = [5, 6, 11, 14, 16, 17, 21]
+# invoice runs: the customers of these contracts want their invoices by
+# letter, and the one of IGNORED_IN_RUNS is left out of invoice runs
+LETTER_CUSTOMERS = [6, 16]
+IGNORED_IN_RUNS = [17]
 
 # name, street, number, postal code, city, e-mail
 CUSTOMERS = [
@@ -111,22 +224,31 @@ CUSTOMERS = [
         "gasthof@landgasthof-mueller.example"),
     ("Architekturbüro Lange", "Domstraße", "14", "55116", "Mainz",
         "info@architektur-lange.example"),
+    ("Hausverwaltung Klein GmbH", "Ringstraße", "40", "60311",
+        "Frankfurt am Main", "verwaltung@hv-klein.example"),
+    ("Bauunternehmen Schmitt GmbH", "Baustraße", "2", "66111", "Saarbrücken",
+        "bauleitung@schmitt-bau.example"),
+    ("Gärtnerei Grünwald", "Am Gewächshaus", "3", "14467", "Potsdam",
+        "hallo@gaertnerei-gruenwald.example"),
+    ("Musikschule Klangfarbe e.V.", "Lortzingstraße", "9", "39104",
+        "Magdeburg", "verwaltung@musikschule-klangfarbe.example"),
     ]
 
-# name, code, list price (net, EUR)
+# name, code, list price (net, EUR), prorate a period shortened by an end
+# date (the rentals)
 SERVICES = [
-    ("Wartungsvertrag Heizung", "WART-HZG", Decimal('39.00')),
-    ("Gartenpflege", "GARTEN", Decimal('180.00')),
-    ("Miete Kaffeeautomat", "MIETE-KAFFEE", Decimal('49.90')),
-    ("Reinigung Büro", "REINIGUNG", Decimal('420.00')),
-    ("Hosting", "HOSTING", Decimal('12.50')),
-    ("Wartung Aufzug", "WART-AUFZUG", Decimal('290.00')),
-    ("Winterdienst", "WINTER", Decimal('150.00')),
-    ("Softwarelizenz Praxis", "LIZENZ", Decimal('600.00')),
-    ("Fensterreinigung", "FENSTER", Decimal('95.00')),
-    ("Hausmeisterservice", "HAUSMEISTER", Decimal('260.00')),
-    ("Miete Wasserspender", "MIETE-WASSER", Decimal('24.90')),
-    ("Wartung Klimaanlage", "WART-KLIMA", Decimal('120.00')),
+    ("Wartungsvertrag Heizung", "WART-HZG", Decimal('39.00'), False),
+    ("Gartenpflege", "GARTEN", Decimal('180.00'), False),
+    ("Miete Kaffeeautomat", "MIETE-KAFFEE", Decimal('49.90'), True),
+    ("Reinigung Büro", "REINIGUNG", Decimal('420.00'), False),
+    ("Hosting", "HOSTING", Decimal('12.50'), False),
+    ("Wartung Aufzug", "WART-AUFZUG", Decimal('290.00'), False),
+    ("Winterdienst", "WINTER", Decimal('150.00'), False),
+    ("Softwarelizenz Praxis", "LIZENZ", Decimal('600.00'), False),
+    ("Fensterreinigung", "FENSTER", Decimal('95.00'), False),
+    ("Hausmeisterservice", "HAUSMEISTER", Decimal('260.00'), False),
+    ("Miete Wasserspender", "MIETE-WASSER", Decimal('24.90'), True),
+    ("Wartung Klimaanlage", "WART-KLIMA", Decimal('120.00'), False),
     ]
 
 
@@ -176,80 +298,182 @@ DISPATCH_BACKLOG_NIGHTS = 2
 
 
 def _contracts(today):
-    "The demo contracts, dates relative to today"
+    """The demo contracts (DEMO-001, DEMO-002, ... in this order), dates
+    relative to today
+
+    Each is a dict: customer (index in CUSTOMERS), lines [(service code,
+    quantity)], recurrence (the wizard's preset and its options), timing,
+    start, catch_up, end, description and activated: the day the office
+    pressed "Activate" (None: left as a quotation, to activate).  Most
+    contracts are activated two weeks before they start, so their
+    invoices run from the start date on; the others show a start date
+    rule (README.md lists what each contract shows)."""
     month = today.replace(day=1)
+
+    def months(n):
+        return month + relativedelta(months=n)
+
+    def signed(start, days=14):
+        "Activated some days before the start date"
+        return start - dt.timedelta(days=days)
+
     quarter = month - relativedelta(months=(month.month - 1) % 3)
-    year = today.replace(month=1, day=1)
+    monday = today - dt.timedelta(days=today.weekday())
     april = dt.date(today.year, 4, 1)
     if april > today:
         april = april.replace(year=today.year - 1)
-    monday = today - dt.timedelta(days=today.weekday())
+    november = dt.date(today.year, 11, 1)
+    if november > today:
+        november = november.replace(year=today.year - 1)
+    # the last day of a month with 31 days, four or five months ago
+    month_end = months(-4) + relativedelta(day=31)
+    if month_end.day != 31:
+        month_end = months(-5) + relativedelta(day=31)
     season = [str(m) for m in range(4, 11)]  # April to October
     winter = ['11', '12', '1', '2', '3']
-    # customer index, [(service code, quantity)], recurrence, timing,
-    # start date, catch up, end date, description
+
+    def contract(customer, lines, recurrence, timing, start, description,
+            catch_up=False, end=None, activated=None):
+        return dict(customer=customer, lines=lines, recurrence=recurrence,
+            timing=timing, start=start, catch_up=catch_up, end=end,
+            description=description, activated=activated)
+
     return [
-        (0, [("WART-HZG", 1)], dict(preset='monthly'), 'advance',
-            month, False, None, "Heizungswartung Filiale Kreuzberg"),
-        (1, [("REINIGUNG", 1), ("FENSTER", 2)], dict(preset='monthly'),
-            'arrears', month - relativedelta(months=3), True, None,
-            "Reinigung Verkaufsraum und Werkstatt"),
-        (2, [("LIZENZ", 1)], dict(preset='yearly'), 'advance',
-            year, True, None, "Praxissoftware Jahreslizenz"),
-        (3, [("GARTEN", 1)], dict(preset='seasonal', months=season),
-            'advance', april, True, None, "Gartenpflege Hotelanlage "
-            "(April bis Oktober)"),
-        (4, [("MIETE-KAFFEE", 2), ("MIETE-WASSER", 1)],
-            dict(preset='monthly'), 'advance',
-            month - relativedelta(months=2), False, None,
-            "Getränkeautomaten Kanzlei"),
-        (5, [("WART-AUFZUG", 1)], dict(preset='quarterly'), 'arrears',
-            quarter - relativedelta(months=6), True, None,
-            "Aufzugswartung Lastenaufzug"),
-        (6, [("REINIGUNG", 1)], dict(preset='every_n_weeks', interval=2),
-            'arrears', monday - dt.timedelta(weeks=6), True, None,
-            "Praxisreinigung 14-täglich"),
-        (7, [("HAUSMEISTER", 3)], dict(preset='monthly'), 'advance',
-            month - relativedelta(months=4), True,
-            month + relativedelta(months=2, days=-1),
-            "Hausmeisterservice Pumpwerke (befristet)"),
-        (8, [("GARTEN", 1)], dict(preset='seasonal', months=season),
-            'arrears', april, False, None, "Pflege Schaugarten"),
-        (9, [("HOSTING", 4)], dict(preset='monthly'), 'advance',
-            month + relativedelta(months=1), False, None,
-            "Webhosting vier Domains (Start nächsten Monat)"),
-        (10, [("WART-KLIMA", 1)], dict(preset='half_yearly'), 'advance',
-            year, True, None, "Klimaanlage Gastraum"),
-        (11, [("WINTER", 2)], dict(preset='seasonal', months=winter),
-            'advance', month, False, None, "Winterdienst Wohnanlagen"),
-        (12, [("FENSTER", 1)], dict(preset='bimonthly'), 'advance',
-            month - relativedelta(months=2), True, None,
-            "Fensterreinigung Kita"),
-        (13, [("HOSTING", 1)], dict(preset='yearly'), 'arrears',
-            year - relativedelta(years=1), False, None,
-            "Webshop-Hosting"),
-        (14, [("WART-HZG", 1), ("WART-KLIMA", 1)],
-            dict(preset='quarterly'), 'advance', quarter, False, None,
-            "Haustechnik Druckhalle"),
-        (15, [("REINIGUNG", 1)], dict(preset='weekly'), 'arrears',
-            monday - dt.timedelta(weeks=3), True, None,
-            "Reinigung Umkleiden wöchentlich"),
-        (16, [("MIETE-WASSER", 2)], dict(preset='every_n_months', interval=4),
-            'advance', month - relativedelta(months=4), True, None,
-            "Wasserspender Wartezimmer"),
-        (17, [("LIZENZ", 1), ("HOSTING", 1)], dict(preset='yearly'),
-            'advance', month, False, None, "Kanzleisoftware mit Hosting"),
-        (18, [("MIETE-KAFFEE", 1)], dict(preset='monthly'), 'arrears',
-            month - relativedelta(months=1), True, None,
-            "Kaffeeautomat Gaststube"),
-        (19, [("WART-HZG", 1)], dict(preset='quarterly'), 'advance',
-            quarter + relativedelta(months=3), True, None,
-            "Heizungswartung Neubau (Start nächstes Quartal)"),
+        # 001: monthly in advance, e-mailed
+        contract(0, [("WART-HZG", 1)], dict(preset='monthly'), 'advance',
+            months(-5), "Heizungswartung Filiale Kreuzberg",
+            activated=signed(months(-5))),
+        # 002: monthly in arrears, e-mail and letter
+        contract(1, [("REINIGUNG", 1), ("FENSTER", 2)],
+            dict(preset='monthly'), 'arrears', months(-3),
+            "Reinigung Verkaufsraum und Werkstatt",
+            activated=signed(months(-3))),
+        # 003: yearly in advance, e-mailed
+        contract(2, [("LIZENZ", 1)], dict(preset='yearly'), 'advance',
+            months(-10), "Praxissoftware Jahreslizenz",
+            activated=signed(months(-10), 7)),
+        # 004: seasonal, April to October
+        contract(3, [("GARTEN", 1)], dict(preset='seasonal', months=season),
+            'advance', april,
+            "Gartenpflege Hotelanlage (April bis Oktober)",
+            activated=signed(april)),
+        # 005: catch up off, start in the past: nothing before the
+        # activation day is invoiced
+        contract(4, [("MIETE-KAFFEE", 2), ("MIETE-WASSER", 1)],
+            dict(preset='monthly'), 'advance', months(-4),
+            "Getränkeautomaten Kanzlei (nachträglich erfasst)",
+            activated=months(-2) + dt.timedelta(days=9)),
+        # 006: quarterly in arrears
+        contract(5, [("WART-AUFZUG", 1)], dict(preset='quarterly'),
+            'arrears', quarter - relativedelta(months=6),
+            "Aufzugswartung Lastenaufzug",
+            activated=signed(quarter - relativedelta(months=6))),
+        # 007: every 2 weeks in arrears
+        contract(6, [("REINIGUNG", 1)],
+            dict(preset='every_n_weeks', interval=2), 'arrears',
+            monday - dt.timedelta(weeks=8), "Praxisreinigung 14-täglich",
+            activated=signed(monday - dt.timedelta(weeks=8), 7)),
+        # 008: catch up on: activated last month, every month since the
+        # start invoiced the night after; ends in two months
+        contract(7, [("HAUSMEISTER", 3)], dict(preset='monthly'), 'advance',
+            months(-4), "Hausmeisterservice Pumpwerke (befristet)",
+            catch_up=True, end=months(2) - dt.timedelta(days=1),
+            activated=months(-1) + dt.timedelta(days=14)),
+        # 009: seasonal in arrears
+        contract(8, [("GARTEN", 1)], dict(preset='seasonal', months=season),
+            'arrears', april, "Pflege Schaugarten",
+            activated=signed(april)),
+        # 010: starts next month
+        contract(9, [("HOSTING", 4)], dict(preset='monthly'), 'advance',
+            months(1), "Webhosting vier Domains (Start nächsten Monat)",
+            activated=today),
+        # 011: half-yearly in advance
+        contract(10, [("WART-KLIMA", 1)], dict(preset='half_yearly'),
+            'advance', months(-7), "Klimaanlage Gastraum",
+            activated=signed(months(-7))),
+        # 012: seasonal over the turn of the year (November to March)
+        contract(11, [("WINTER", 2)], dict(preset='seasonal', months=winter),
+            'advance', november, "Winterdienst Wohnanlagen",
+            activated=signed(november)),
+        # 013: every 2 months, e-mailed
+        contract(12, [("FENSTER", 1)], dict(preset='bimonthly'), 'advance',
+            months(-6), "Fensterreinigung Kita",
+            activated=signed(months(-6))),
+        # 014: yearly in arrears
+        contract(13, [("HOSTING", 1)], dict(preset='yearly'), 'arrears',
+            months(-12), "Webshop-Hosting",
+            activated=signed(months(-12))),
+        # 015: quarterly in advance (dispatch lines of its own)
+        contract(14, [("WART-HZG", 1), ("WART-KLIMA", 1)],
+            dict(preset='quarterly'), 'advance',
+            quarter - relativedelta(months=3), "Haustechnik Druckhalle",
+            activated=signed(quarter - relativedelta(months=3))),
+        # 016: weekly in arrears
+        contract(15, [("REINIGUNG", 1)], dict(preset='weekly'), 'arrears',
+            monday - dt.timedelta(weeks=3),
+            "Reinigung Umkleiden wöchentlich",
+            activated=signed(monday - dt.timedelta(weeks=3), 7)),
+        # 017: every 4 months
+        contract(16, [("MIETE-WASSER", 2)],
+            dict(preset='every_n_months', interval=4), 'advance',
+            months(-8), "Wasserspender Wartezimmer",
+            activated=signed(months(-8))),
+        # 018: a quotation, to activate
+        contract(17, [("LIZENZ", 1), ("HOSTING", 1)], dict(preset='yearly'),
+            'advance', months(1), "Kanzleisoftware mit Hosting (Angebot)"),
+        # 019: monthly in arrears, letter and direct debit
+        contract(18, [("MIETE-KAFFEE", 1)], dict(preset='monthly'),
+            'arrears', months(-3), "Kaffeeautomat Gaststube",
+            activated=signed(months(-3))),
+        # 020: starts next quarter
+        contract(19, [("WART-HZG", 1)], dict(preset='quarterly'), 'advance',
+            quarter + relativedelta(months=3),
+            "Heizungswartung Neubau (Start nächstes Quartal)",
+            activated=today),
+        # 021: month end: starts on the 31st, then the last day of the
+        # shorter months
+        contract(20, [("HAUSMEISTER", 1)], dict(preset='monthly'), 'advance',
+            month_end, "Hausmeisterservice zum Monatsende",
+            activated=signed(month_end)),
+        # 022: ended in the middle of its last quarter: the rentals are
+        # prorated, then the contract is closed
+        contract(21, [("MIETE-KAFFEE", 1), ("MIETE-WASSER", 2)],
+            dict(preset='quarterly'), 'advance', months(-7),
+            "Baustellenbüro Getränkeautomaten (befristet)",
+            end=months(-1) + dt.timedelta(days=14),
+            activated=signed(months(-7))),
+        # 023: catch up on, activated today: its past months are due
+        contract(22, [("GARTEN", 1)], dict(preset='monthly'), 'advance',
+            months(-3), "Pflege Schauhaus (heute aktiviert)",
+            catch_up=True, activated=today),
+        # 024: start date = activation day: that period counts as
+        # invoiced, the first invoice falls one month later
+        contract(23, [("REINIGUNG", 1)], dict(preset='monthly'), 'advance',
+            months(-3) + dt.timedelta(days=14),
+            "Reinigung Unterrichtsräume",
+            activated=months(-3) + dt.timedelta(days=14)),
         ]
 
 
 def log(message):
     print(message, flush=True)
+
+
+@contextlib.contextmanager
+def demo_today(config, date):
+    """Make the server's Date.today() answer date (the database's pool is
+    in this process): the demo replays the past days, the office
+    activating contracts and the nightly runs, as if each were today"""
+    Date = config.pool.get('ir.date')
+    saved = Date.__dict__.get('today')
+    Date.today = classmethod(lambda cls, timezone=None: date)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del Date.today
+        else:
+            Date.today = saved
 
 
 def set_language(config):
@@ -358,24 +582,202 @@ def setup_company(config, lang, country):
     return Company(company.id)
 
 
-def setup_accounting(config, company):
+def setup_users(config, company, de):
+    """The admin works in German with the office employee; the English
+    user EN_LOGIN has the admin's groups, company and employee"""
     from proteus import Model
-    from trytond.modules.account.tests.tools import (
-        create_chart, create_fiscalyear, get_accounts)
+    User = Model.get('res.user')
+    Group = Model.get('res.group')
+    Lang = Model.get('ir.lang')
+    Company = Model.get('company.company')
+    Employee = Model.get('company.employee')
+    Party = Model.get('party.party')
+
+    name, email = OFFICE_EMPLOYEE
+    employees = Employee.find([
+            ('company', '=', company.id), ('party.name', '=', name)])
+    if employees:
+        employee = employees[0]
+    else:
+        parties = Party.find([('name', '=', name)])
+        if parties:
+            party = parties[0]
+        else:
+            party = Party(name=name)
+            party.contact_mechanisms.new(type='email', value=email)
+            party.save()
+        employee = Employee(party=party, company=company)
+        employee.save()
+        log(f"office employee {name}")
+
+    admin, = User.find([('login', '=', 'admin')])
+    if (admin.language != de
+            or employee not in admin.employees
+            or admin.employee != employee):
+        admin.language = de
+        if employee not in admin.employees:
+            admin.employees.append(Employee(employee.id))
+        admin.employee = employee
+        admin.save()
+        log(f"admin: German, employee {name}")
+    # the data is loaded in the database's language (English): records
+    # are found by their English names, translated ones get their German
+    # translation as in the client
+    config._context = User.get_preferences(True, {})
+    config._context['language'] = 'en'
+
+    en, = Lang.find([('code', '=', 'en')])
+    users = User.find([('login', '=', EN_LOGIN)])
+    if users:
+        user, = users
+    else:
+        user = User(name=EN_NAME, login=EN_LOGIN)
+        user.password = EN_PASSWORD
+        user.language = en
+        log(f"user {EN_LOGIN} (English)")
+    changed = user.id is None or user.id < 0
+    for group in admin.groups:
+        if group not in user.groups:
+            user.groups.append(Group(group.id))
+            changed = True
+    for company_ in admin.companies:
+        if company_ not in user.companies:
+            user.companies.append(Company(company_.id))
+            changed = True
+    if employee not in user.employees:
+        user.employees.append(Employee(employee.id))
+        changed = True
+    if user.company != company or user.employee != employee:
+        user.company = company
+        user.employee = employee
+        changed = True
+    if changed:
+        user.save()
+
+
+def setup_chart(company):
+    """The German chart of accounts (ACCOUNT_TYPES, ACCOUNTS, TAXES) of
+    the company, made where missing; return the accounts by code and the
+    taxes by name"""
+    from proteus import Model
+    Type = Model.get('account.account.type')
+    Account = Model.get('account.account')
+    TaxGroup = Model.get('account.tax.group')
+    Tax = Model.get('account.tax')
+
+    types, new = {}, 0
+    for sequence, (key, parent, name, statement, flags) in enumerate(
+            ACCOUNT_TYPES, 1):
+        found = Type.find([
+                ('company', '=', company.id), ('name', '=', name)], limit=1)
+        if found:
+            types[key], = found
+            continue
+        type_ = Type(name=name, company=company, sequence=sequence * 10)
+        if parent:
+            type_.parent = types[parent]
+        type_.statement = statement
+        for field, value in flags.items():
+            setattr(type_, field, value)
+        type_.save()
+        types[key] = type_
+        new += 1
+
+    roots = Account.find([
+            ('company', '=', company.id),
+            ('parent', '=', None),
+            ('name', '=', CHART_NAME),
+            ], limit=1)
+    if roots:
+        root, = roots
+    else:
+        root = Account(name=CHART_NAME, company=company,
+            type=types['root'], closed=True)
+        root.save()
+        new += 1
+    accounts = {}
+    for code, name, type_key, parent, options in ACCOUNTS:
+        found = Account.find([
+                ('company', '=', company.id), ('code', '=', code)], limit=1)
+        if found:
+            accounts[code], = found
+            continue
+        account = Account(code=code, name=name, company=company)
+        # the parent proposes its type (on_change): a heading has none
+        account.parent = accounts[parent] if parent else root
+        account.type = types[type_key] if type_key else None
+        for field, value in options.items():
+            setattr(account, field, value)
+        account.save()
+        accounts[code] = account
+        new += 1
+
+    groups = {}
+    for code, name, kind in TAX_GROUPS:
+        found = TaxGroup.find([('code', '=', code)], limit=1)
+        if found:
+            groups[code], = found
+        else:
+            groups[code] = TaxGroup(code=code, name=name, kind=kind)
+            groups[code].save()
+            new += 1
+    taxes = {}
+    for name, description, rate, code, group, default_for in TAXES:
+        found = Tax.find([
+                ('company', '=', company.id), ('name', '=', name)], limit=1)
+        if found:
+            taxes[name], = found
+            continue
+        tax = Tax(name=name, description=description, company=company)
+        tax.type = 'percentage'
+        tax.rate = Decimal(rate)
+        tax.group = groups[group]
+        tax.invoice_account = accounts[code]
+        tax.credit_note_account = accounts[code]
+        tax.save()
+        taxes[name] = tax
+        new += 1
+        # the accounts propose the tax (e.g. on a supplier invoice line)
+        for account_code in default_for:
+            account = Account(accounts[account_code].id)
+            account.taxes.append(Tax(tax.id))
+            account.save()
+    if new:
+        log(f"chart of accounts {CHART_NAME}: {new} account types, "
+            "accounts, tax groups and taxes")
+    return accounts, taxes
+
+
+def setup_accounting(config, company, years):
+    from proteus import Model
+    from trytond.modules.account.tests.tools import create_fiscalyear
     from trytond.modules.account_invoice.tests.tools import (
         set_fiscalyear_invoice_sequences)
-    Account = Model.get('account.account')
     FiscalYear = Model.get('account.fiscalyear')
-    Tax = Model.get('account.tax')
     PaymentTerm = Model.get('account.invoice.payment_term')
+    Configuration = Model.get('account.configuration')
 
-    if not Account.find([('company', '=', company.id)], limit=1):
-        log("chart of accounts")
-        create_chart(company, config=config)
-    accounts = get_accounts(company, config=config)
+    by_code, taxes = setup_chart(company)
+    accounts = {kind: by_code[code] for kind, code in ACCOUNT_KINDS.items()}
 
-    today = dt.date.today()
-    for year in (today.year - 1, today.year, today.year + 1):
+    # the default accounts of parties (receivable, payable) and of new
+    # product categories
+    configuration = Configuration(1)
+    defaults = {
+        'default_account_receivable': accounts['receivable'],
+        'default_account_payable': accounts['payable'],
+        'default_category_account_revenue': accounts['revenue'],
+        'default_category_account_expense': accounts['expense'],
+        }
+    changed = False
+    for field, account in defaults.items():
+        if getattr(configuration, field) != account:
+            setattr(configuration, field, account)
+            changed = True
+    if changed:
+        configuration.save()
+
+    for year in years:
         start, end = dt.date(year, 1, 1), dt.date(year, 12, 31)
         fiscalyears = FiscalYear.find([
                 ('company', '=', company.id),
@@ -396,20 +798,6 @@ def setup_accounting(config, company):
         fiscalyear.save()
         fiscalyear.click('create_period')
 
-    taxes = Tax.find([
-            ('company', '=', company.id), ('name', '=', TAX_NAME)])
-    if taxes:
-        tax, = taxes
-    else:
-        log("tax")
-        tax = Tax(name=TAX_NAME, description="Umsatzsteuer 19 %")
-        tax.company = company
-        tax.type = 'percentage'
-        tax.rate = Decimal('0.19')
-        tax.invoice_account = accounts['tax']
-        tax.credit_note_account = accounts['tax']
-        tax.save()
-
     terms = PaymentTerm.find([('name', '=', PAYMENT_TERM_NAME)])
     if terms:
         payment_term, = terms
@@ -418,7 +806,7 @@ def setup_accounting(config, company):
         line = payment_term.lines.new(type='remainder')
         line.relativedeltas.new(days=14)
         payment_term.save()
-    return accounts, tax, payment_term
+    return accounts, taxes, payment_term
 
 
 def setup_customers(lang, country, payment_term):
@@ -444,7 +832,7 @@ def setup_customers(lang, country, payment_term):
     return customers
 
 
-def setup_services(accounts, tax):
+def setup_services(accounts, taxes):
     from proteus import Model
     Category = Model.get('product.category')
     Template = Model.get('product.template')
@@ -460,16 +848,21 @@ def setup_services(accounts, tax):
         category.accounting = True
         category.account_revenue = accounts['revenue']
         category.account_expense = accounts['expense']
-        category.customer_taxes.append(tax)
+        category.customer_taxes.append(taxes[CUSTOMER_TAX])
+        category.supplier_taxes.append(taxes[SUPPLIER_TAX])
         category.save()
 
     unit, = Uom.find([('name', '=', "Unit")])
     services = {}
     new = 0
-    for name, code, price in SERVICES:
+    for name, code, price, prorate in SERVICES:
         products = Product.find([('code', '=', code)])
         if products:
             product, = products
+            template = product.template
+            if bool(template.subscription_prorate) != prorate:
+                template.subscription_prorate = prorate
+                template.save()
         else:
             template = Template(name=name)
             template.code = code
@@ -478,6 +871,7 @@ def setup_services(accounts, tax):
             template.list_price = price
             template.salable = True
             template.account_category = category
+            template.subscription_prorate = prorate
             template.save()
             product, = template.products
             new += 1
@@ -493,68 +887,66 @@ def setup_services(accounts, tax):
     return services
 
 
-def setup_contracts(config, company, customers, services, today):
+def setup_contracts(config, customers, services, today):
+    """Create the contracts of _contracts that are missing, as drafts set
+    up with the wizard "Set Up Recurrence" (it creates and names the rule
+    sets), quote those without activation day; return the drafts to
+    activate: {day: [contract]}"""
     from proteus import Model, Wizard
     Subscription = Model.get('sale.subscription')
-    RuleSet = Model.get('sale.subscription.recurrence.rule.set')
 
-    # a plain monthly rule set so that a new contract can be saved; the
-    # wizard replaces it
-    rule_sets = RuleSet.find([('name', '=', "Monatlich")])
-    if rule_sets:
-        monthly = rule_sets[0]
-    else:
-        monthly = RuleSet(name="Monatlich")
-        rule, = monthly.rules
-        rule.freq = 'monthly'
-        rule.interval = 1
-        monthly.save()
-
-    created = 0
-    for i, (customer, lines, recurrence, timing, start, catch_up, end,
-            description) in enumerate(_contracts(today), 1):
+    activations = defaultdict(list)
+    for i, values in enumerate(_contracts(today), 1):
         reference = f'{REFERENCE_PREFIX}{i:03d}'
+        customer = customers[values['customer']]
         found = Subscription.find([('reference', '=', reference)])
         if found:
             subscription, = found
             if subscription.state != 'draft':
                 continue
         else:
+            # a draft needs no invoice recurrence: the wizard sets it
             subscription = Subscription()
             subscription.reference = reference
-            subscription.description = description
-            subscription.party = customers[customer]
-            subscription.start_date = start
-            subscription.end_date = end
-            subscription.invoice_recurrence = monthly
-            for code, quantity in lines:
+            subscription.description = values['description']
+            subscription.party = customer
+            subscription.start_date = values['start']
+            subscription.end_date = values['end']
+            for code, quantity in values['lines']:
                 line = subscription.lines.new()
                 line.service = services[code]
                 line.quantity = quantity
             subscription.save()
 
-        setup = Wizard('sale.subscription.setup_recurrence', [subscription])
-        form = setup.form
-        form.preset = recurrence['preset']
-        if 'interval' in recurrence:
-            form.interval = recurrence['interval']
-        if 'months' in recurrence:
-            form.months = recurrence['months']
-        form.invoice_timing = timing
-        form.start_date = start
-        form.catch_up = catch_up
-        setup.execute('preview')
-        setup.execute('apply')
-
-        subscription.reload()
-        subscription.click('quote')
-        subscription.click('run')
-        created += 1
-        log(f"contract {reference}: {customers[customer].name}, "
-            f"{recurrence['preset']}, {timing}, start {start}"
-            + (", catch-up" if catch_up else "")
-            + (f", until {end}" if end else ""))
-    return created
+        if not subscription.invoice_recurrence:
+            recurrence = values['recurrence']
+            setup = Wizard(
+                'sale.subscription.setup_recurrence', [subscription])
+            form = setup.form
+            form.preset = recurrence['preset']
+            if 'interval' in recurrence:
+                form.interval = recurrence['interval']
+            if 'months' in recurrence:
+                form.months = recurrence['months']
+            form.invoice_timing = values['timing']
+            form.start_date = values['start']
+            form.catch_up = values['catch_up']
+            setup.execute('preview')
+            setup.execute('apply')
+            subscription.reload()
+            log(f"contract {reference}: {customer.name}, "
+                f"{recurrence['preset']}, {values['timing']}, "
+                f"start {values['start']}"
+                + (", catch-up" if values['catch_up'] else "")
+                + (f", until {values['end']}" if values['end'] else "")
+                + (f", activated {values['activated']}"
+                    if values['activated'] else ", to activate"))
+        if values['activated']:
+            activations[min(values['activated'], today)].append(
+                subscription)
+        else:
+            subscription.click('quote')
+    return activations
 
 
 def setup_delivery(config, customers):
@@ -621,43 +1013,135 @@ def run_night(date):
     create_invoice.execute('create_')
 
 
-def generate_invoices(config, date):
-    """Replay the nights up to date that have invoices due, oldest first
+def post_office_drafts(day):
+    """The office posts the drafts of the contracts of OFFICE_POSTED dated
+    day (the invoices of that night)"""
+    from proteus import Model
+    Invoice = Model.get('account.invoice')
+    drafts = Invoice.find([
+            ('state', '=', 'draft'),
+            ('invoice_date', '=', day),
+            ('subscription.reference', 'in', [
+                    f'{REFERENCE_PREFIX}{n:03d}' for n in OFFICE_POSTED]),
+            ], order=[('id', 'ASC')])
+    if drafts:
+        Invoice.click(drafts, 'post')
+        log(f"  {len(drafts)} invoice(s) posted by the office")
 
-    The contracts that catch up have invoices due on several past days.
-    Running the nights one after the other creates, posts and numbers them
-    in the order of their invoice dates (posting them all in one night
-    fails for the earlier ones: their number would come after a later
-    date).  The protocols of the past nights are confirmed, the one of the
-    last night is left to confirm."""
+
+def setup_invoice_runs():
+    """The customers' delivery preferences for invoice runs: letters for
+    those of LETTER_CUSTOMERS, IGNORED_IN_RUNS left out"""
+    from proteus import Model
+    Party = Model.get('party.party')
+    Subscription = Model.get('sale.subscription')
+
+    def parties(numbers):
+        return {s.party.id for s in Subscription.find([
+                    ('reference', 'in', [
+                            f'{REFERENCE_PREFIX}{n:03d}' for n in numbers]),
+                    ])}
+    letter = [Party(id_) for id_ in parties(LETTER_CUSTOMERS)]
+    letter = [p for p in letter if p.invoice_delivery != 'letter']
+    for party in letter:
+        party.invoice_delivery = 'letter'
+    ignored = [Party(id_) for id_ in parties(IGNORED_IN_RUNS)]
+    ignored = [p for p in ignored if not p.ignore_in_invoice_runs]
+    for party in ignored:
+        party.ignore_in_invoice_runs = True
+    Party.save(letter + ignored)
+    if letter or ignored:
+        log(f"invoice runs: {len(letter)} customer(s) by letter, "
+            f"{len(ignored)} ignored")
+
+
+def activate(contracts):
+    "Quote and activate the contracts (the office presses the buttons)"
+    from proteus import Model
+    Subscription = Model.get('sale.subscription')
+    drafts = [c for c in contracts if c.state == 'draft']
+    if drafts:
+        Subscription.click(drafts, 'quote')
+    Subscription.click(contracts, 'run')
+    for contract in contracts:
+        contract.reload()
+        log(f"  contract {contract.reference} activated, "
+            f"next invoice {contract.next_invoice_date}")
+
+
+def replay(config, today, activations, generate=True):
+    """Replay the days from the first activation to today: on each day
+    the nightly run (00:05) if invoices are due, then the activation of
+    the contracts of that day, each with Date.today() answering that day
+
+    So the start date rules count from each contract's own activation
+    day, the contracts that catch up get the invoices of their past
+    periods the night after their activation, and the invoices delivered
+    automatically are posted and numbered on their night.  Nothing is
+    replayed when there is nothing to activate (the data was loaded
+    before).  The protocols of the past nights are confirmed, the one of
+    the last night is left to confirm."""
     from proteus import Model
     Subscription = Model.get('sale.subscription')
     Run = Model.get('account.invoice.run')
+    RunLine = Model.get('account.invoice.run.line')
     Warning = Model.get('res.user.warning')
 
+    pending = dict(activations)
+    if not pending:
+        return
     existing = {r.id for r in Run.find([])}
-    nights = set()
+    last = None
+    nights = 0
     while True:
-        due = Subscription.find([
-                ('state', 'in', ['running', 'closed']),
-                ('next_invoice_date', '<', date),
-                ], order=[('next_invoice_date', 'ASC'), ('id', 'ASC')],
-            limit=1)
-        if not due or due[0].next_invoice_date in nights:
+        days = []
+        if pending:
+            days.append(min(pending))
+        due = None
+        if generate:
+            found = Subscription.find([
+                    ('state', 'in', ['running', 'closed']),
+                    ('next_invoice_date', '!=', None),
+                    ], order=[('next_invoice_date', 'ASC'), ('id', 'ASC')],
+                limit=1)
+            if found:
+                due = found[0].next_invoice_date
+                if last and due <= last:
+                    # activated with periods due: invoiced the next night
+                    due = last + dt.timedelta(days=1)
+                days.append(due)
+            if not last or last < today:
+                # the night of today runs in any case
+                days.append(today)
+        days = [d for d in days if d <= today]
+        if not days:
             break
-        night = due[0].next_invoice_date
-        nights.add(night)
-        log(f"  night of {night}")
-        run_night(night)
-    log(f"  night of {date}")
-    run_night(date)
+        day = min(days)
+        with demo_today(config, day):
+            if generate and (day == due or day == today):
+                log(f"  night of {day}")
+                run_night(day)
+                post_office_drafts(day)
+                nights += 1
+            if day in pending:
+                activate(pending.pop(day))
+        last = day
 
     runs = Run.find([
             ('id', 'not in', list(existing)),
             ('kind', '=', 'automatic'),
             ('state', '=', 'executed'),
             ], order=[('date', 'ASC'), ('id', 'ASC')])
+    # the letters of the past nights were sent, their direct debits
+    # submitted: ticked off, then each protocol is confirmed
+    manual = RunLine.find([
+            ('run', 'in', [r.id for r in runs[:-1]]),
+            ('state', '=', 'manual'),
+            ])
+    if manual:
+        RunLine.click(manual, 'tick')
     for run in runs[:-1]:
+        run.reload()
         try:
             run.click('confirm')
         except Exception as exception:
@@ -666,8 +1150,9 @@ def generate_invoices(config, date):
                 raise
             Warning.skip(name, True, config.context)
             run.click('confirm')
-    if runs[:-1]:
-        log(f"  {len(runs) - 1} protocol(s) of past nights confirmed")
+    log(f"  {nights} night(s) replayed"
+        + (f", {len(runs) - 1} protocol(s) of past nights confirmed"
+            if runs[:-1] else ""))
 
 
 def setup_technicians(company):
@@ -848,7 +1333,7 @@ def plan_dispatch_orders(night, today, technicians):
     return len(planned), len(done), len(cancelled)
 
 
-def generate_dispatch(contracts, today, technicians):
+def generate_dispatch(config, contracts, today, technicians):
     """Replay the nights up to today that have dispatch orders to create,
     oldest first, each followed by the dispatcher's planning (the next
     order of a planning date contract is due one interval after the
@@ -859,12 +1344,13 @@ def generate_dispatch(contracts, today, technicians):
     totals = [0, 0, 0]
 
     def run_night(night):
-        create = Wizard('sale.subscription.create_dispatch_orders')
-        create.form.date = night
-        create.execute('create_')
-        for i, count in enumerate(
-                plan_dispatch_orders(night, today, technicians)):
-            totals[i] += count
+        with demo_today(config, night):
+            create = Wizard('sale.subscription.create_dispatch_orders')
+            create.form.date = night
+            create.execute('create_')
+            for i, count in enumerate(
+                    plan_dispatch_orders(night, today, technicians)):
+                totals[i] += count
 
     nights = set()
     while True:
@@ -886,6 +1372,30 @@ def generate_dispatch(contracts, today, technicians):
     log(f"  {len(nights)} past night(s) replayed and the night of {today}: "
         f"{totals[0]} order(s) planned, {totals[1]} done, "
         f"{totals[2]} cancelled")
+
+
+def schedule_crons():
+    """The nightly runs of today are done (replayed): the scheduled
+    actions of the contracts, never run yet, run next at their time
+    tomorrow instead of as soon as trytond-cron starts"""
+    from proteus import Model
+    from trytond.tools import timezone as tz
+    Cron = Model.get('ir.cron')
+    crons = Cron.find([
+            ('next_call', '=', None),
+            ('method', 'like', 'sale.subscription%'),
+            ])
+    now = dt.datetime.now(tz.UTC).astimezone(tz.SERVER)
+    for cron in crons:
+        next_call = (now + dt.timedelta(days=1)).replace(
+            hour=cron.hour if cron.hour is not None else 0,
+            minute=cron.minute if cron.minute is not None else 5,
+            second=0, microsecond=0)
+        cron.next_call = next_call.astimezone(tz.UTC).replace(tzinfo=None)
+    if crons:
+        Cron.save(crons)
+        log(f"{len(crons)} scheduled actions of the contracts next run "
+            f"on {crons[0].next_call:%Y-%m-%d}")
 
 
 def skip_config_wizard():
@@ -913,19 +1423,27 @@ def main(database, config_file, date=None, generate=True, contracts=True):
             f"{', '.join(missing)}")
 
     today = date or dt.date.today()
+    # the fiscal years from the first contract's activation on
+    first = min(
+        min(c['start'], c['activated'] or today) for c in _contracts(today))
+    years = range(min(first.year, today.year - 1), today.year + 2)
+
     skip_config_wizard()
     lang = set_language(config)
     country = get_germany()
     company = setup_company(config, lang, country)
-    accounts, tax, payment_term = setup_accounting(config, company)
+    setup_users(config, company, lang)
+    accounts, taxes, payment_term = setup_accounting(config, company, years)
     customers = setup_customers(lang, country, payment_term)
-    services = setup_services(accounts, tax)
+    services = setup_services(accounts, taxes)
     if not contracts:
         log("base data loaded (no contracts)")
         return
 
-    setup_contracts(config, company, customers, services, today)
-    # before the generation, so that it posts and delivers the invoices
+    activations = setup_contracts(config, customers, services, today)
+    setup_invoice_runs()
+    # before the activations, so that the nightly runs post and deliver
+    # the invoices
     setup_delivery(config, customers)
     Invoice = Model.get('account.invoice')
     Subscription = Model.get('sale.subscription')
@@ -933,9 +1451,11 @@ def main(database, config_file, date=None, generate=True, contracts=True):
     RunLine = Model.get('account.invoice.run.line')
     before = len(Invoice.find([]))
     lines_before = len(RunLine.find([]))
-    if generate:
-        log(f"generating recurring invoices for {today}")
-        generate_invoices(config, today)
+    if activations:
+        log("activating the contracts on their days"
+            + (f" and replaying the nights up to {today}"
+                if generate else ""))
+        replay(config, today, activations, generate)
     setup_dispatch_sequence()
     technicians = setup_technicians(company)
     dispatch_contracts = setup_dispatch_contracts(services)
@@ -943,32 +1463,43 @@ def main(database, config_file, date=None, generate=True, contracts=True):
     orders_before = len(Order.find([]))
     if generate:
         log(f"generating dispatch orders for {today}")
-        generate_dispatch(dispatch_contracts, today, technicians)
+        generate_dispatch(config, dispatch_contracts, today, technicians)
+
+    if generate:
+        schedule_crons()
 
     invoices = len(Invoice.find([]))
-    count = len(Subscription.find([
-                ('reference', 'like', f'{REFERENCE_PREFIX}%')]))
-    log(f"demo data: {len(customers)} customers, {count} contracts, "
+    contracts = Subscription.find([
+            ('reference', 'like', f'{REFERENCE_PREFIX}%')])
+    states = defaultdict(int)
+    for contract in contracts:
+        states[contract.state] += 1
+    log(f"demo data: {len(customers)} customers, {len(contracts)} contracts "
+        f"({', '.join(f'{v} {k}' for k, v in sorted(states.items()))}), "
         f"{invoices} invoices ({invoices - before} new)")
+    due = [c.reference for c in contracts
+        if c.state in {'running', 'closed'}
+        and c.next_invoice_date and c.next_invoice_date <= today]
+    if due:
+        log(f"due for the next nightly run: {', '.join(due)}")
     lines = RunLine.find([])
     new_lines = len(lines) - lines_before
-    states = {}
+    states = defaultdict(int)
     for line in lines:
-        key = f'{line.channel} {line.state}'
-        states[key] = states.get(key, 0) + 1
+        states[f'{line.channel} {line.state}'] += 1
     runs = Run.find([('state', '=', 'executed')])
     log(f"delivery: {new_lines} new protocol lines; "
         f"{len(runs)} protocol(s) to confirm "
-        f"(Financial › Invoices › Invoice Runs); all lines: "
+        f"(Sales › Recurring Invoices › Runs to Confirm); all lines: "
         + (', '.join(f'{v} {k}' for k, v in sorted(states.items()))
             or 'none'))
     orders = Order.find([])
-    states = {}
+    states = defaultdict(int)
     for order in orders:
         key = f'{order.contract.dispatch_mode if order.contract else "-"} '
         key += ('to plan' if order.state == 'draft'
             and not order.planning_date else order.state)
-        states[key] = states.get(key, 0) + 1
+        states[key] += 1
     log(f"dispatch: {len(technicians)} technicians, "
         f"{len(dispatch_contracts)} contracts, {len(orders)} orders "
         f"({len(orders) - orders_before} new): "
@@ -991,10 +1522,11 @@ if __name__ == '__main__':
         help="the day the demo is built for (default: today)")
     parser.add_argument('--no-generate', dest='generate',
         action='store_false',
-        help="do not generate invoices and dispatch orders")
+        help="do not generate invoices and dispatch orders (the contracts "
+        "are activated on their days all the same)")
     parser.add_argument('--no-contracts', dest='contracts',
         action='store_false',
-        help="only the base data (company, accounting, customers, "
+        help="only the base data (company, users, accounting, customers, "
         "products), e.g. before the Turnus modules are activated")
     options = parser.parse_args()
     main(options.database, options.config_file, options.date,
