@@ -368,6 +368,14 @@ class Run(Workflow, ModelSQL, ModelView):
             run.letter_pdf = merge_pdfs(documents) if documents else None
         cls.save(runs)
 
+    @classmethod
+    def view_attributes(cls):
+        return super().view_attributes() + [
+            ('//page[@id="criteria"]', 'states', {
+                    'invisible': Eval('kind') != 'manual',
+                    }),
+            ]
+
     def get_rec_name(self, name):
         pool = Pool()
         Lang = pool.get('ir.lang')
