@@ -530,4 +530,3 @@ def _date(value):
     if isinstance(value, dict):
         return dt.date(value['year'], value['month'], value['day'])
     return value
-

@@ -338,10 +338,9 @@ class Run(Workflow, ModelSQL, ModelView):
                     ('channel', 'in', list(Line._pdf_channels())),
                     ('state', 'in', ['manual', 'done', 'failed']),
                     ], order=[('id', 'ASC')])
-            invoices = []
-            for line in lines:
-                if line.invoice not in invoices:
-                    invoices.append(line.invoice)
+            # each invoice once, in the order of the lines
+            invoices = list({line.invoice.id: line.invoice
+                    for line in lines}.values())
             documents = [
                 (invoice_filename(i), i.invoice_report_cache)
                 for i in invoices

@@ -17,8 +17,8 @@ runner removed from their environment.
 Cache: the built database is kept in ``var/browser/db_cache/<fingerprint>``
 (``BROWSER_DB_CACHE`` sets another directory; empty disables the cache).
 The fingerprint hashes the files of ``modules/``, ``tests/demo_data.py``,
-the build steps of this file, the installed Tryton versions and today's date (the demo data
-is built relative to today).
+the build steps of this file, the installed Tryton versions and today's
+date (the demo data is built relative to today).
 """
 import asyncio
 import contextlib
