@@ -591,24 +591,9 @@ def setup_users(config, company, de):
     Lang = Model.get('ir.lang')
     Company = Model.get('company.company')
     Employee = Model.get('company.employee')
-    Party = Model.get('party.party')
 
     name, email = OFFICE_EMPLOYEE
-    employees = Employee.find([
-            ('company', '=', company.id), ('party.name', '=', name)])
-    if employees:
-        employee = employees[0]
-    else:
-        parties = Party.find([('name', '=', name)])
-        if parties:
-            party = parties[0]
-        else:
-            party = Party(name=name)
-            party.contact_mechanisms.new(type='email', value=email)
-            party.save()
-        employee = Employee(party=party, company=company)
-        employee.save()
-        log(f"office employee {name}")
+    employee = get_employee(company, name, email, "office employee")
 
     admin, = User.find([('login', '=', 'admin')])
     if (admin.language != de
@@ -1157,30 +1142,33 @@ def replay(config, today, activations, generate=True):
 
 def setup_technicians(company):
     "Return the technicians (company.employee) of TECHNICIANS"
+    return [
+        get_employee(company, name, email, "technician")
+        for name, email in TECHNICIANS]
+
+
+def get_employee(company, name, email, role):
+    "Return the employee of the company named name, created if missing"
     from proteus import Model
     Employee = Model.get('company.employee')
     Party = Model.get('party.party')
-    employees = []
-    for name, email in TECHNICIANS:
-        found = Employee.find([
-                ('company', '=', company.id),
-                ('party.name', '=', name),
-                ])
-        if found:
-            employees.append(found[0])
-            continue
-        parties = Party.find([('name', '=', name)])
-        if parties:
-            party = parties[0]
-        else:
-            party = Party(name=name)
-            party.contact_mechanisms.new(type='email', value=email)
-            party.save()
-        employee = Employee(party=party, company=company)
-        employee.save()
-        employees.append(employee)
-        log(f"technician {name}")
-    return employees
+    found = Employee.find([
+            ('company', '=', company.id),
+            ('party.name', '=', name),
+            ])
+    if found:
+        return found[0]
+    parties = Party.find([('name', '=', name)])
+    if parties:
+        party = parties[0]
+    else:
+        party = Party(name=name)
+        party.contact_mechanisms.new(type='email', value=email)
+        party.save()
+    employee = Employee(party=party, company=company)
+    employee.save()
+    log(f"{role} {name}")
+    return employee
 
 
 def setup_dispatch_sequence():
