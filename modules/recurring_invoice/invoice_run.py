@@ -702,13 +702,20 @@ class RunLine(ModelSQL, ModelView):
         if run_ids:
             # The files once every line of the run was tried: several
             # workers deliver the slices of one run
-            with transaction.new_transaction():
-                pending = {line.run.id for line in cls.search([
-                            ('run', 'in', run_ids),
-                            ('state', '=', 'pending'),
-                            ])}
-                runs = [r for r in Run.browse(run_ids) if r.id not in pending]
-                Run.build_files(runs)
+            try:
+                with transaction.new_transaction():
+                    pending = {line.run.id for line in cls.search([
+                                ('run', 'in', run_ids),
+                                ('state', '=', 'pending'),
+                                ])}
+                    Run.build_files([
+                            r for r in Run.browse(run_ids)
+                            if r.id not in pending])
+            except backend.DatabaseOperationalError:
+                # Another worker finished the run at the same time and
+                # wrote its files: it saw every line delivered too
+                logger.info("files of runs %s built by another process",
+                    run_ids, exc_info=True)
 
     @classmethod
     def _deliver_slice(cls, ids, retry=5):
