@@ -555,20 +555,30 @@ class Sao:
     def set_many2one(self, name, text, choice=None, root=None):
         """Type text into the many2one field name and pick the completion
         reading choice (default: the first one containing text)"""
-        widget = self.widget(name, root)
-        self.type(widget, text)
-        container = widget.find_element(
-            By.XPATH, "./ancestor::div[contains(@class, 'dropdown')][1]")
+        self.idle()
+        message = f"the completion {choice or text!r} of the field {name}"
+        for attempt in range(3):
+            # sao can render the widget again while the dialog loads and
+            # lose the typed text or its key events: type again then
+            widget = self.widget(name, root)
+            self.type(widget, text)
+            container = widget.find_element(By.XPATH,
+                "./ancestor::div[contains(@class, 'dropdown')][1]")
 
-        def completion(driver):
-            for a in container.find_elements(
-                    By.CSS_SELECTOR, 'li.completion > a'):
-                if a.is_displayed() and (
-                        _text(a) == choice if choice else text in _text(a)):
-                    return a
-            return None
-        item = self.wait(completion, f"the completion {choice or text!r} "
-            f"of the field {name}")
+            def completion(driver):
+                for a in container.find_elements(
+                        By.CSS_SELECTOR, 'li.completion > a'):
+                    if a.is_displayed() and (_text(a) == choice
+                            if choice else text in _text(a)):
+                        return a
+                return None
+            try:
+                item = self.wait(
+                    completion, message, timeout=self.timeout / 3)
+                break
+            except TimeoutException:
+                if attempt == 2:
+                    raise
         self.click(item)
         self.idle()
         self.wait(lambda d: widget.get_attribute('value'),
