@@ -44,3 +44,15 @@ class InvoiceRunError(UserError):
 
 class InvoiceRunValidationError(ValidationError):
     pass
+
+
+class PlanInvoicesError(UserError):
+    pass
+
+
+class InvoiceMergeError(UserError):
+    pass
+
+
+class SendDateWarning(UserWarning):
+    pass

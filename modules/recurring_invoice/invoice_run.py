@@ -655,15 +655,28 @@ class RunLine(ModelSQL, ModelView):
         "Return whether the delivery posts the draft invoice of the line"
         if self.run.kind == 'manual':
             return bool(self.run.include_drafts)
+        if self.invoice.send_date or not self.subscription:
+            # Staff set the day to send it
+            return True
         return bool(self.subscription.standard_delivery.post)
 
     def get_email_settings(self):
         """Return the e-mail template, Cc and Bcc of the line: the run's
-        for a manual run, else the contract's delivery settings"""
+        for a manual run, else the contract's delivery settings (the
+        default template for an invoice sent on its send date without
+        them)"""
+        pool = Pool()
+        Delivery = pool.get('sale.subscription.delivery')
+        Template = pool.get('ir.email.template')
         if self.run.kind == 'manual':
             settings = self.run
         else:
-            settings = self.subscription.standard_delivery
+            settings = (
+                self.subscription.standard_delivery
+                if self.subscription else None)
+        if not settings or not settings.email_template:
+            template_id = Delivery.default_email_template()
+            return Template(template_id) if template_id else None, None, None
         return settings.email_template, settings.email_cc, settings.email_bcc
 
     @classmethod
@@ -676,11 +689,16 @@ class RunLine(ModelSQL, ModelView):
 
     @classmethod
     def get_lines(cls, run, invoice):
-        "Return the protocol lines to deliver the invoice"
+        """Return the protocol lines to deliver the invoice: by the channels
+        of its contract, or on its send date by the customer's delivery
+        preference"""
         subscription = invoice.subscription
-        delivery = subscription.standard_delivery
+        if invoice.send_date:
+            channels = [invoice.party.invoice_delivery or 'email']
+        else:
+            channels = subscription.standard_delivery.channels
         lines = []
-        for channel in delivery.channels:
+        for channel in channels:
             lines.append(cls(
                     run=run, invoice=invoice, subscription=subscription,
                     channel=channel, state='pending'))
@@ -800,7 +818,9 @@ class RunLine(ModelSQL, ModelView):
         # periods (catch up, retries) get today, their service period stays
         today = Date.today()
         for invoice in to_post:
-            if invoice.invoice_date and invoice.invoice_date < today:
+            # Planned ahead, an invoice sent on its send date is issued then
+            if invoice.send_date or (
+                    invoice.invoice_date and invoice.invoice_date < today):
                 invoice.invoice_date = today
         to_post = sorted(to_post, key=lambda i: (
                 i.subscription_period_start or i.invoice_date, i.id))
@@ -893,6 +913,10 @@ class RunLine(ModelSQL, ModelView):
             invoice = line.invoice
             email_template, email_cc, email_bcc = line.get_email_settings()
             try:
+                if not email_template:
+                    raise DeliveryError(gettext(
+                            'recurring_invoice.msg_delivery_no_template',
+                            invoice=invoice.rec_name))
                 with Transaction().set_context(
                         language=invoice.party_lang):
                     # Read in the language of the customer

@@ -123,18 +123,46 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
         "Return the ids of the subscriptions with a generated invoice"
         pool = Pool()
         Invoice = pool.get('account.invoice')
-        invoice = Invoice.__table__()
+        Period = pool.get('account.invoice.subscription_period')
         cursor = Transaction().connection.cursor()
         invoiced = set()
         ids = [s.id for s in subscriptions if s.id is not None and s.id >= 0]
         for sub_ids in grouped_slice(ids, backend.MAX_QUERY_PARAMS):
-            cursor.execute(*invoice.select(
-                    invoice.subscription,
-                    where=fields.SQL_OPERATORS['in'](
-                        invoice.subscription, list(sub_ids)),
-                    group_by=[invoice.subscription]))
-            invoiced.update(id_ for id_, in cursor)
+            # A collective invoice of several contracts has their periods
+            for table in [Invoice.__table__(), Period.__table__()]:
+                cursor.execute(*table.select(
+                        table.subscription,
+                        where=fields.SQL_OPERATORS['in'](
+                            table.subscription, list(sub_ids)),
+                        group_by=[table.subscription]))
+                invoiced.update(id_ for id_, in cursor)
         return invoiced
+
+    @classmethod
+    def _invoiced_periods(cls, subscriptions):
+        """Return for each subscription id the starts of its periods billed
+        from its next invoice date on"""
+        pool = Pool()
+        Period = pool.get('account.invoice.subscription_period')
+        period = Period.__table__()
+        cursor = Transaction().connection.cursor()
+        starts = defaultdict(set)
+        subscriptions = [s for s in subscriptions if s.next_invoice_date]
+        if not subscriptions:
+            return starts
+        first = min(s.next_invoice_date for s in subscriptions)
+        for sub_ids in grouped_slice(
+                [s.id for s in subscriptions], backend.MAX_QUERY_PARAMS):
+            cursor.execute(*period.select(
+                    period.subscription, period.start,
+                    where=fields.SQL_OPERATORS['in'](
+                        period.subscription, list(sub_ids))
+                    & (period.invoice_date >= first)))
+            for subscription_id, start in cursor:
+                if isinstance(start, str):
+                    start = dt.date.fromisoformat(start)
+                starts[subscription_id].add(start)
+        return starts
 
     @classmethod
     def copy(cls, subscriptions, default=None):
@@ -260,16 +288,23 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                         break
         return periods
 
-    def get_due_invoice_periods(self, date, rrulesets=None):
+    def get_due_invoice_periods(self, date, rrulesets=None, invoiced=()):
         """Return the periods to invoice up to date and move
-        next_invoice_date after them"""
+        next_invoice_date after them
+
+        The periods starting on a date of invoiced are billed already
+        (planned ahead, or before a released period): they are skipped,
+        also after date."""
         rrulesets = rrulesets or self._rrulesets()
         periods = []
-        while self.next_invoice_date and self.next_invoice_date <= date:
+        while self.next_invoice_date:
             invoice_date = self.next_invoice_date
             start = self.get_period_start(invoice_date, rrulesets)
+            if invoice_date > date and start not in invoiced:
+                break
             end, full_end = self.get_period(start, rrulesets)
-            periods.append((invoice_date, start, end, full_end))
+            if start not in invoiced:
+                periods.append((invoice_date, start, end, full_end))
             start = self.get_next_period_start(start, rrulesets)
             next_date = (self.get_period_invoice_date(start, rrulesets)
                 if start else None)
@@ -442,13 +477,10 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
 
         It works in new transactions to see what the slices committed."""
         pool = Pool()
-        Configuration = pool.get('sale.configuration')
         Invoice = pool.get('account.invoice')
         Run = pool.get('account.invoice.run')
         RunLine = pool.get('account.invoice.run.line')
         transaction = Transaction()
-        if not Configuration(1).automatic_delivery:
-            return
         with transaction.new_transaction(readonly=True):
             ids = cls._get_invoices_to_deliver(date)
         run_id = None
@@ -484,19 +516,35 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
             if run_id:
                 with transaction.new_transaction():
                     Run(run_id).notify()
+        with transaction.new_transaction():
+            Invoice.notify_without_send_date(date)
 
     @classmethod
     def _get_invoices_to_deliver(cls, date):
         "Return the ids of the invoices to deliver automatically"
         pool = Pool()
+        Configuration = pool.get('sale.configuration')
         Invoice = pool.get('account.invoice')
         RunLine = pool.get('account.invoice.run.line')
+        # Staff asked for these: they are sent on their send date
+        due = [
+            ('send_date', '<=', date),
+            ]
+        if Configuration(1).automatic_delivery:
+            due = ['OR', due, [
+                    ('send_date', '=', None),
+                    # They wait for staff to set a send date
+                    ('planned', '=', False),
+                    ('collective', '=', False),
+                    ('subscription.automatic_delivery', '=', True),
+                    ('subscription.standard_delivery', '!=', None),
+                    ('invoice_date', '<=', date),
+                    ]]
         invoices = Invoice.search([
                 ('company', '=', Transaction().context.get('company')),
-                ('subscription.automatic_delivery', '=', True),
-                ('subscription.standard_delivery', '!=', None),
+                ('type', '=', 'out'),
                 ('state', 'in', ['draft', 'validated']),
-                ('invoice_date', '<=', date),
+                due,
                 ], order=[('id', 'ASC')])
         delivered = set()
         for sub_ids in grouped_slice(
@@ -553,17 +601,21 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
             cls.write([subscription], {'invoice_error': message})
 
     @classmethod
-    def create_recurring_invoices(cls, subscriptions, date):
-        "Create the invoices due on or before date for the subscriptions"
+    def create_recurring_invoices(cls, subscriptions, date, planned=False):
+        """Create the invoices due on or before date for the subscriptions
+
+        planned marks them as planned ahead by staff."""
         pool = Pool()
         Invoice = pool.get('account.invoice')
         InvoiceLine = pool.get('account.invoice.line')
         Consumption = pool.get('sale.subscription.line.consumption')
         Line = pool.get('sale.subscription.line')
 
+        invoiced = cls._invoiced_periods(subscriptions)
         periods = {}
         for subscription in subscriptions:
-            periods[subscription] = subscription.get_due_invoice_periods(date)
+            periods[subscription] = subscription.get_due_invoice_periods(
+                date, invoiced=invoiced.get(subscription.id, set()))
         if not periods:
             return []
 
@@ -592,6 +644,7 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                     continue
                 invoice = subscription._get_recurring_invoice(
                     invoice_date, start, end)
+                invoice.planned = planned
                 product_lines, grouped = Consumption.get_invoice_lines(
                     to_invoice, invoice)
                 for line in product_lines:
@@ -621,11 +674,17 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
         return invoices
 
     def _get_recurring_invoice(self, invoice_date, start, end):
+        pool = Pool()
+        Period = pool.get('account.invoice.subscription_period')
         invoice = self._get_invoice()
         invoice.invoice_date = invoice_date
         invoice.subscription = self
         invoice.subscription_period_start = start
         invoice.subscription_period_end = end
+        # The guard that no period is billed twice, also after a merge
+        invoice.subscription_periods = [Period(
+                subscription=self, invoice_date=invoice_date,
+                start=start, end=end)]
         invoice.contact = self.contact
         invoice.description = self.description
         invoice.comment = self.invoice_epilog
