@@ -174,6 +174,12 @@ AUTOMATIC_DELIVERY = [
     (19, ['letter', 'direct_debit']),
     ]
 
+# collective invoices: this contract's invoices of the next 12 months are
+# planned and merged pairwise, the first collective invoice is sent
+# tomorrow
+COLLECTIVE_CONTRACT = 13
+COLLECTIVE_HORIZON = 12
+
 # the contracts whose new invoices the office checks and posts the day
 # they are created (not delivered: a manual invoice run sends them)
 OFFICE_POSTED = [5, 6, 11, 14, 16, 17, 21]
@@ -1040,6 +1046,42 @@ def setup_invoice_runs():
             f"{len(ignored)} ignored")
 
 
+def setup_collective_invoices(config, today):
+    """Plan the invoices of COLLECTIVE_CONTRACT for COLLECTIVE_HORIZON
+    months, merge them pairwise and give the first a send date tomorrow"""
+    from proteus import Model, Wizard
+    Invoice = Model.get('account.invoice')
+    Subscription = Model.get('sale.subscription')
+    contract, = Subscription.find([
+            ('reference', '=', f'{REFERENCE_PREFIX}{COLLECTIVE_CONTRACT:03d}'),
+            ])
+    if Invoice.find([
+                ('subscription_periods.subscription', '=', contract.id),
+                ['OR', ('planned', '=', True), ('collective', '=', True)],
+                ]):
+        return
+    with demo_today(config, today):
+        plan = Wizard('sale.subscription.plan_invoices', [contract])
+        plan.form.horizon = COLLECTIVE_HORIZON
+        plan.execute('plan')
+        planned = Invoice.find([
+                ('subscription', '=', contract.id),
+                ('planned', '=', True),
+                ], order=[('invoice_date', 'ASC'), ('id', 'ASC')])
+        merge = Wizard('account.invoice.merge', planned)
+        merge.form.group_size = 2
+        merge.execute('merge')
+        collective = Invoice.find([
+                ('subscription', '=', contract.id),
+                ('collective', '=', True),
+                ], order=[('invoice_date', 'ASC'), ('id', 'ASC')])
+        collective[0].send_date = today + dt.timedelta(days=1)
+        collective[0].save()
+    log(f"collective invoices: {len(planned)} invoices of "
+        f"{contract.reference} planned, merged into {len(collective)}, "
+        f"the first sent {collective[0].send_date}")
+
+
 def activate(contracts):
     "Quote and activate the contracts (the office presses the buttons)"
     from proteus import Model
@@ -1444,6 +1486,8 @@ def main(database, config_file, date=None, generate=True, contracts=True):
             + (f" and replaying the nights up to {today}"
                 if generate else ""))
         replay(config, today, activations, generate)
+    if generate:
+        setup_collective_invoices(config, today)
     setup_dispatch_sequence()
     technicians = setup_technicians(company)
     dispatch_contracts = setup_dispatch_contracts(services)

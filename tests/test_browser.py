@@ -17,7 +17,9 @@ the demo database (tests/demo_data.py) served by trytond on 127.0.0.1:
 6. the user switches to German in the preferences and sees German labels
 7. Sales › Recurring Invoices › Invoice Runs: a run for last month, a line
    removed, executed, the PDFs (ZIP) downloaded
-8. the demo users: admin in German, demo-en in English
+8. a contract's "Plan Invoices" for 2 months, the planned drafts merged
+   from the invoice list's actions, a send date on the collective invoice
+9. the demo users: admin in German, demo-en in English
 
 The harness is in tests/browser/ (fixture: browser/server.py, steps:
 browser/sao.py, base class: browser/case.py).  Skipped on PostgreSQL runs
@@ -483,6 +485,69 @@ class WebClientTest(BrowserTestCase):
                 names = archive.namelist()
             self.assertEqual(len(names), len(invoices) - 1)
             self.assertNotIn(f"{removed['number']}.pdf", names)
+
+    def test_8_collective_invoices(self):
+        """Plan Invoices on a monthly contract, merge the two planned
+        drafts from the invoice list and give the collective invoice a send
+        date"""
+        sao = self.sao
+        contracts = self.search_read(
+            'sale.subscription', [
+                ('reference', '=', 'DEMO-024'),
+                ('state', '=', 'running'),
+                ], ['rec_name'])
+        self.assertTrue(contracts, "the demo data has no running DEMO-024")
+        contract = contracts[0]
+        tomorrow = dt.date.today() + dt.timedelta(days=1)
+        with self.step("the contract: Plan Invoices"):
+            sao.open_url(f"model/sale.subscription/{contract['id']}")
+            sao.wait_view('form')
+            self.assertEqual(
+                sao.button('plan_invoices').text.casefold(), 'plan invoices')
+            sao.click_button('plan_invoices')
+            wizard = sao.wizard()
+            invoices = sao.one2many('invoices', wizard)
+            self.assertEqual(len(sao.wait_rows(invoices, minimum=12)), 12)
+        with self.step("a horizon of 2 months"):
+            sao.set_char('horizon', '2', wizard)
+            sao.wait(lambda d: len(sao.rows(invoices)) == 2,
+                "the 2 invoices of 2 months")
+        with self.step("Plan: the planned drafts open"):
+            sao.dialog_button(wizard, 'Plan')
+            sao.wait_closed(wizard)
+            sao.wait_no_error()
+            sao.wait(lambda d: sao.tab_title().startswith(
+                    'Customer Invoices'), "the tab of the planned invoices")
+            rows = sao.wait_rows(minimum=2)
+            self.assertEqual(len(rows), 2)
+        with self.step("Actions › Merge Invoices"):
+            for row in rows:
+                sao.select_row(row)
+            entries = sao.toolbar_menu('action')
+            entry, = [e for e in entries if e.text == 'Merge Invoices']
+            sao.click(entry)
+            wizard = sao.wizard()
+            self.assertEqual(
+                len(sao.rows(sao.one2many('invoices', wizard))), 2)
+            sao.dialog_button(wizard, 'Merge')
+            sao.wait_closed(wizard)
+            sao.wait_no_error()
+            sao.wait(lambda d: sao.tab_title() == 'Collective Invoices',
+                "the tab of the collective invoice")
+            row, = sao.wait_rows()
+        with self.step("the send date: tomorrow"):
+            sao.open_row(row)
+            sao.wait_view('form')
+            sao.set_date('send_date', tomorrow)
+            sao.save()
+        collective = self.search_read(
+            'account.invoice', [
+                ('subscription_periods.subscription', '=', contract['id']),
+                ('collective', '=', True),
+                ], ['send_date', 'subscription_periods'])
+        self.assertEqual(len(collective), 1)
+        self.assertEqual(_date(collective[0]['send_date']), tomorrow)
+        self.assertEqual(len(collective[0]['subscription_periods']), 2)
 
 
 class DemoUsersTest(BrowserTestCase):
