@@ -201,7 +201,7 @@ class Invoice(metaclass=PoolMeta):
             if Warning.check(key):
                 raise SendDateWarning(key, gettext(
                         'recurring_invoice.msg_invoice_send_date_past',
-                        invoices=', '.join(i.rec_name for i in past[:5])))
+                        invoices=', '.join(map(_label, past[:5]))))
 
     @classmethod
     def merge(cls, groups):
@@ -271,7 +271,7 @@ class Invoice(metaclass=PoolMeta):
             if len(invoices) < 2:
                 raise InvoiceMergeError(gettext(
                         'recurring_invoice.msg_invoice_merge_one',
-                        invoice=invoices[0].rec_name if invoices else ''))
+                        invoice=_label(invoices[0]) if invoices else ''))
             first = invoices[0]
             for invoice in invoices:
                 invoice.check_mergeable()
@@ -279,8 +279,8 @@ class Invoice(metaclass=PoolMeta):
                     if getattr(invoice, name) != getattr(first, name):
                         raise InvoiceMergeError(gettext(
                                 'recurring_invoice.msg_invoice_merge_differ',
-                                invoice=invoice.rec_name,
-                                other=first.rec_name,
+                                invoice=_label(invoice),
+                                other=_label(first),
                                 field=cls.__names__(name)['field']))
 
     @classmethod
@@ -294,11 +294,11 @@ class Invoice(metaclass=PoolMeta):
         if self.type != 'out' or self.state != 'draft':
             raise InvoiceMergeError(gettext(
                     'recurring_invoice.msg_invoice_merge_state',
-                    invoice=self.rec_name))
+                    invoice=_label(self)))
         if self.delivery_lines:
             raise InvoiceMergeError(gettext(
                     'recurring_invoice.msg_invoice_merge_delivered',
-                    invoice=self.rec_name))
+                    invoice=_label(self)))
 
     def set_merged_values(self, sources):
         "Set the values of the collective invoice from its sources"
@@ -381,20 +381,22 @@ class Invoice(metaclass=PoolMeta):
                 'recurring_invoice', 'act_invoice_without_send_date')).action
         group = Group(ModelData.get_id(
                 'recurring_invoice', 'group_recurring_invoicing'))
-        users = User.search([
-                ('groups', '=', group.id),
-                ['OR',
-                    ('companies', '=', context.get('company')),
-                    ('companies', '=', None),
-                    ],
-                ])
+        company = context.get('company')
+        users = [
+            u for u in User.search([('groups', '=', group.id)])
+            if not u.companies or company in map(int, u.companies)]
+        if not users:
+            return
         with without_check_access():
             # Of the users' notifications, only the earlier reminders
-            Notification.delete(Notification.search([
-                        ('user', 'in', list(map(int, users))),
-                        ('action', '=', action.id),
-                        ('unread', '=', True),
-                        ]))
+            earlier = Notification.search([
+                    ('user', 'in', list(map(int, users))),
+                    ('action', '=', action.id),
+                    ('unread', '=', True),
+                    ])
+            if earlier:
+                # core's on_modification queries IN () for none
+                Notification.delete(earlier)
         if not count:
             return
         notifications = []
@@ -628,7 +630,7 @@ class MergeInvoices(Wizard):
         if len(invoices) < 2:
             raise InvoiceMergeError(gettext(
                     'recurring_invoice.msg_invoice_merge_one',
-                    invoice=invoices[0].rec_name if invoices else ''))
+                    invoice=_label(invoices[0]) if invoices else ''))
         Invoice.check_merge([invoices])
         return {
             'group_size': len(invoices),
@@ -691,3 +693,17 @@ class MergeInvoicesInvoice(ModelView):
         "Collective Invoice", required=True,
         domain=[('group', '>', 0)],
         help="The number of the collective invoice it goes into.")
+
+
+def _label(invoice):
+    "The invoice as messages name it: a draft by its party and date"
+    pool = Pool()
+    Lang = pool.get('ir.lang')
+    if invoice.number:
+        return invoice.rec_name
+    lang = Lang.get()
+    return ' '.join(filter(None, [
+                invoice.party.rec_name if invoice.party else None,
+                lang.strftime(invoice.invoice_date)
+                if invoice.invoice_date else None,
+                invoice.rec_name]))
