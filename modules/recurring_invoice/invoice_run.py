@@ -3,12 +3,14 @@
 import datetime as dt
 import io
 import logging
+import random
 import re
+import time
 import zipfile
 from collections import defaultdict
 from email.utils import getaddresses
 
-from trytond import backend
+from trytond import backend, config
 from trytond.exceptions import UserError
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, Workflow, fields
@@ -27,6 +29,11 @@ logger = logging.getLogger(__name__)
 
 # Run lines delivered in one transaction
 DELIVERY_BATCH_SIZE = 50
+# Seconds to wait before taking the locks of a slice again (times the
+# attempt, with jitter)
+LOCK_WAIT = 0.2
+# Restarts of a slice with the locks that posting asks for
+MAX_RESTARTS = 10
 # Run lines saved at once (SQLite limits the depth of an expression)
 SAVE_BATCH_SIZE = 200
 
@@ -145,6 +152,14 @@ class Run(Workflow, ModelSQL, ModelView):
         fields.Integer("Direct Debits"), 'get_counts')
     failed_count = fields.Function(
         fields.Integer("Failed"), 'get_counts')
+    notified = fields.Boolean(
+        "Notified", readonly=True,
+        help="The subscribed users were told what the run did.")
+    pending_count = fields.Function(
+        fields.Integer(
+            "Pending",
+            help="Lines not delivered yet: Execute delivers them."),
+        'get_counts')
     letter_pdf = fields.Binary(
         "Letters PDF", readonly=True, filename='letter_pdf_name',
         help="The invoices to print and post, in one PDF.")
@@ -252,8 +267,8 @@ class Run(Workflow, ModelSQL, ModelView):
                     line.run, line.channel, line.state,
                     where=fields.SQL_OPERATORS['in'](line.run, list(sub_ids))))
             for run_id, channel, state in cursor:
-                if state == 'failed':
-                    name = 'failed_count'
+                if state in {'failed', 'pending'}:
+                    name = f'{state}_count'
                 elif state in {'done', 'manual'}:
                     name = f'{channel}_count'
                 else:
@@ -429,6 +444,7 @@ class Run(Workflow, ModelSQL, ModelView):
         default.setdefault('letter_pdf', None)
         default.setdefault('zip_file', None)
         default.setdefault('confirmed_by', None)
+        default.setdefault('notified', False)
         default.setdefault('confirmed_at', None)
         return super().copy(runs, default=default)
 
@@ -501,17 +517,23 @@ class Run(Workflow, ModelSQL, ModelView):
     def create_automatic(cls, date, invoices):
         """Create the protocol of the nightly delivery of invoices
         and return it (None if nothing to deliver)"""
-        pool = Pool()
-        Line = pool.get('account.invoice.run.line')
         if not invoices:
             return
         run = cls(kind='automatic', date=date, state='executed')
         run.save()
-        lines = []
-        for invoice in sorted(invoices, key=lambda i: (i.invoice_date, i.id)):
-            lines.extend(Line.get_lines(run, invoice))
-        Line.save(lines)
+        run.add_lines(invoices)
         return run
+
+    def add_lines(self, invoices):
+        "Add the protocol lines to deliver the invoices"
+        pool = Pool()
+        Line = pool.get('account.invoice.run.line')
+        lines = []
+        for invoice in sorted(
+                invoices, key=lambda i: (i.invoice_date or dt.date.min, i.id)):
+            lines.extend(Line.get_lines(self, invoice))
+        for sub_lines in grouped_slice(lines, SAVE_BATCH_SIZE):
+            Line.save(list(sub_lines))
 
     @classmethod
     @ModelView.button
@@ -544,6 +566,12 @@ class Run(Workflow, ModelSQL, ModelView):
     def confirm(cls, runs):
         pool = Pool()
         Warning = pool.get('res.user.warning')
+        for run in runs:
+            if run.pending_count:
+                # Confirmed, its lines would never be delivered
+                raise InvoiceRunError(gettext(
+                        'recurring_invoice.msg_run_confirm_pending',
+                        run=run.rec_name, count=run.pending_count))
         failed = [r for r in runs if r.failed_count]
         if failed:
             key = Warning.format('confirm_failed', failed)
@@ -554,6 +582,17 @@ class Run(Workflow, ModelSQL, ModelView):
         for run in runs:
             run.confirmed_at = dt.datetime.now()
         cls.save(runs)
+
+    @classmethod
+    def finish(cls, runs):
+        """Notify once the automatic runs whose every line was tried: the
+        write makes two workers that finish a run together conflict"""
+        to_notify = [
+            r for r in runs if r.kind == 'automatic' and not r.notified]
+        if to_notify:
+            cls.write(to_notify, {'notified': True})
+            for run in to_notify:
+                run.notify()
 
     def notify(self):
         "Tell the users subscribed to the nightly run what it did"
@@ -715,8 +754,13 @@ class RunLine(ModelSQL, ModelView):
         # The lines may be newer than the current transaction
         with transaction.new_transaction(readonly=True):
             run_ids = sorted({line.run.id for line in cls.browse(ids)})
+        locked = None
         for sub_ids in grouped_slice(ids, DELIVERY_BATCH_SIZE):
-            cls._deliver_slice(list(sub_ids))
+            try:
+                cls._deliver_slice(list(sub_ids))
+            except backend.DatabaseOperationalError as exception:
+                # The others go out; these wait for the next attempt
+                locked = exception
         if run_ids:
             # The files once every line of the run was tried: several
             # workers deliver the slices of one run
@@ -726,32 +770,60 @@ class RunLine(ModelSQL, ModelView):
                                 ('run', 'in', run_ids),
                                 ('state', '=', 'pending'),
                                 ])}
-                    Run.build_files([
-                            r for r in Run.browse(run_ids)
-                            if r.id not in pending])
+                    finished = [
+                        r for r in Run.browse(run_ids) if r.id not in pending]
+                    Run.build_files(finished)
+                    Run.finish(finished)
             except backend.DatabaseOperationalError:
                 # Another worker finished the run at the same time and
                 # wrote its files: it saw every line delivered too
                 logger.info("files of runs %s built by another process",
                     run_ids, exc_info=True)
+        if locked is not None:
+            # The queue task is retried, then rescheduled: its lines are
+            # never left pending as if they were delivered
+            raise locked
 
     @classmethod
-    def _deliver_slice(cls, ids, retry=5):
+    def _deliver_slice(cls, ids, retry=None):
+        """Deliver the lines in a transaction that locks them
+
+        When the locks cannot be taken (another process delivers or posts
+        at the same time), wait and try again; after retry attempts raise
+        DatabaseOperationalError: the lines are still pending."""
         transaction = Transaction()
+        if retry is None:
+            retry = config.getint('database', 'retry')
         extras = {'_lock_records': {cls._table: list(ids)}}
-        for _ in range(retry):
+        count = restarts = 0
+        while True:
             try:
                 slice_transaction = transaction.new_transaction(**extras)
             except backend.DatabaseOperationalError:
-                logger.info(
-                    "skip %d lines locked by another process", len(ids))
-                return
+                if count >= retry:
+                    logger.info(
+                        "%d lines still locked after %d attempts",
+                        len(ids), count + 1)
+                    raise
+                count += 1
+                time.sleep(LOCK_WAIT * count * (1 + random.random()))
+                continue
             try:
                 with slice_transaction:
                     cls._deliver(cls.browse(ids))
             except TransactionError as exception:
                 # Posting needs more locks: start again with them
+                restarts += 1
+                if restarts > MAX_RESTARTS:
+                    raise
                 exception.fix(extras)
+                continue
+            except backend.DatabaseOperationalError:
+                # e.g. a serialization failure: try again
+                if count >= retry:
+                    raise
+                count += 1
+                time.sleep(LOCK_WAIT * count * (1 + random.random()))
                 continue
             except PostError as exception:
                 invoices = cls._invoices_of(ids)
@@ -828,7 +900,8 @@ class RunLine(ModelSQL, ModelView):
             Invoice.save(to_post)
             with Transaction().set_context(_skip_warnings=True):
                 Invoice.post(to_post)
-        except TransactionError:
+        except (TransactionError, backend.DatabaseOperationalError):
+            # Temporary: the slice is tried again
             raise
         except Exception as exception:
             raise PostError(exception) from exception
@@ -838,7 +911,7 @@ class RunLine(ModelSQL, ModelView):
             and line.channel in cls._pdf_channels()}
         try:
             cls.render_pdfs(list(to_render))
-        except TransactionError:
+        except (TransactionError, backend.DatabaseOperationalError):
             raise
         except UserError as exception:
             # No converter: fail fast, a later retry renders them
@@ -938,7 +1011,7 @@ class RunLine(ModelSQL, ModelView):
                     body=values.get('body', ''),
                     record=(invoice.__name__, invoice.id),
                     reports=values.get('reports'))
-            except TransactionError:
+            except (TransactionError, backend.DatabaseOperationalError):
                 raise
             except Exception as exception:
                 line.state = 'failed'

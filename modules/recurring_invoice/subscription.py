@@ -484,19 +484,31 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
         with transaction.new_transaction(readonly=True):
             ids = cls._get_invoices_to_deliver(date)
         run_id = None
-        if ids:
+        # Each slice locks its invoices: one invoice locked by a user waits
+        # for the next night, the others go out
+        todo = [list(s) for s in grouped_slice(ids, BATCH_SIZE)]
+        while todo:
+            sub_ids = todo.pop(0)
             try:
                 run_transaction = transaction.new_transaction(
-                    _lock_records={Invoice._table: ids})
+                    _lock_records={Invoice._table: sub_ids})
             except backend.DatabaseOperationalError:
-                logger.info(
-                    "skip delivery: invoices locked by another process")
-                return
+                if len(sub_ids) > 1:
+                    # The invoices of the slice one by one
+                    todo.extend([id_] for id_ in sub_ids)
+                else:
+                    logger.info(
+                        "invoice %d locked: delivered next time", sub_ids[0])
+                continue
             with run_transaction:
                 invoices = [
-                    i for i in Invoice.browse(ids) if not i.delivery_lines]
-                run = Run.create_automatic(date, invoices)
-                run_id = run.id if run else None
+                    i for i in Invoice.browse(sub_ids)
+                    if not i.delivery_lines]
+                if run_id is None:
+                    run = Run.create_automatic(date, invoices)
+                    run_id = run.id if run else None
+                else:
+                    Run(run_id).add_lines(invoices)
         # Also retry what earlier runs could not deliver
         with transaction.new_transaction(readonly=True):
             lines = RunLine.search([
@@ -512,10 +524,15 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                     Transaction().set_context(queue_batch=True):
                 RunLine.__queue__.deliver(RunLine.browse(line_ids))
         else:
-            RunLine.deliver(RunLine.browse(line_ids))
-            if run_id:
-                with transaction.new_transaction():
-                    Run(run_id).notify()
+            # The run is notified when its last line was tried
+            try:
+                RunLine.deliver(RunLine.browse(line_ids))
+            except backend.DatabaseOperationalError:
+                # Locked by another process: tried again after the run
+                # (the queue retries and reschedules its tasks)
+                with transaction.new_transaction(), \
+                        Transaction().set_context(queue_batch=True):
+                    RunLine.__queue__.deliver(RunLine.browse(line_ids))
         with transaction.new_transaction():
             Invoice.notify_without_send_date(date)
 
