@@ -5,10 +5,14 @@ import io
 import logging
 import random
 import re
+import smtplib
 import time
 import zipfile
 from collections import defaultdict
 from email.utils import getaddresses
+
+from sql.aggregate import Sum
+from sql.conditionals import Coalesce
 
 from trytond import backend, config
 from trytond.exceptions import UserError
@@ -152,6 +156,24 @@ class Run(Workflow, ModelSQL, ModelView):
         fields.Integer("Direct Debits"), 'get_counts')
     failed_count = fields.Function(
         fields.Integer("Failed"), 'get_counts')
+    generation_time = fields.Float(
+        "Generation", digits=(16, 2), readonly=True,
+        help="Seconds the nightly run took to create the invoices.")
+    generated_count = fields.Integer(
+        "Invoices Created", readonly=True,
+        help="The invoices the nightly run created.")
+    posting_time = fields.Function(fields.Float(
+            "Posting", digits=(16, 2),
+            help="Seconds spent posting the invoices of the lines."),
+        'get_timings')
+    rendering_time = fields.Function(fields.Float(
+            "Rendering", digits=(16, 2),
+            help="Seconds spent rendering the PDFs of the lines."),
+        'get_timings')
+    sending_time = fields.Function(fields.Float(
+            "Sending", digits=(16, 2),
+            help="Seconds spent delivering the lines by their channels."),
+        'get_timings')
     notified = fields.Boolean(
         "Notified", readonly=True,
         help="The subscribed users were told what the run did.")
@@ -275,6 +297,31 @@ class Run(Workflow, ModelSQL, ModelView):
                     continue
                 if name in result:
                     result[name][run_id] += 1
+        return result
+
+    @classmethod
+    def get_timings(cls, runs, names):
+        "The sums of the stage timings of the lines"
+        pool = Pool()
+        Line = pool.get('account.invoice.run.line')
+        line = Line.__table__()
+        cursor = Transaction().connection.cursor()
+        columns = {
+            'posting_time': line.posting_time,
+            'rendering_time': line.rendering_time,
+            'sending_time': line.sending_time,
+            }
+        names = [n for n in names if n in columns]
+        result = {name: {r.id: 0.0 for r in runs} for name in names}
+        for sub_ids in grouped_slice(
+                [r.id for r in runs], backend.MAX_QUERY_PARAMS):
+            cursor.execute(*line.select(
+                    line.run, *[Sum(Coalesce(columns[n], 0)) for n in names],
+                    where=fields.SQL_OPERATORS['in'](line.run, list(sub_ids)),
+                    group_by=[line.run]))
+            for run_id, *values in cursor:
+                for name, value in zip(names, values):
+                    result[name][run_id] = round(float(value or 0), 2)
         return result
 
     @classmethod
@@ -445,6 +492,8 @@ class Run(Workflow, ModelSQL, ModelView):
         default.setdefault('zip_file', None)
         default.setdefault('confirmed_by', None)
         default.setdefault('notified', False)
+        default.setdefault('generation_time', None)
+        default.setdefault('generated_count', None)
         default.setdefault('confirmed_at', None)
         return super().copy(runs, default=default)
 
@@ -514,12 +563,15 @@ class Run(Workflow, ModelSQL, ModelView):
         cls.build(runs)
 
     @classmethod
-    def create_automatic(cls, date, invoices):
+    def create_automatic(cls, date, invoices, **values):
         """Create the protocol of the nightly delivery of invoices
-        and return it (None if nothing to deliver)"""
+        and return it (None if nothing to deliver)
+
+        values: more field values of the run, e.g. the generation's
+        figures"""
         if not invoices:
             return
-        run = cls(kind='automatic', date=date, state='executed')
+        run = cls(kind='automatic', date=date, state='executed', **values)
         run.save()
         run.add_lines(invoices)
         return run
@@ -631,6 +683,15 @@ class RunLine(ModelSQL, ModelView):
             ('skipped', "Skipped"),
             ], "State", required=True, readonly=True, sort=False)
     message = fields.Text("Message", readonly=True)
+    posting_time = fields.Float(
+        "Posting", readonly=True,
+        help="Its share of the seconds its slice spent posting.")
+    rendering_time = fields.Float(
+        "Rendering", readonly=True,
+        help="Its share of the seconds its slice spent rendering PDFs.")
+    sending_time = fields.Float(
+        "Sending", readonly=True,
+        help="Its share of the seconds its channel took in its slice.")
     run_state = fields.Function(
         fields.Selection('get_run_states', "Run State"), 'get_run_state')
 
@@ -836,7 +897,8 @@ class RunLine(ModelSQL, ModelView):
                     cls._fail(ids, exception.exception)
             except Exception as exception:
                 # e.g. the mail server refused the connection at commit
-                logger.info("delivery failed", exc_info=True)
+                _log_failure("delivery of %d lines failed", len(ids),
+                    exception=exception)
                 cls._fail(ids, exception)
             return
 
@@ -896,6 +958,7 @@ class RunLine(ModelSQL, ModelView):
                 invoice.invoice_date = today
         to_post = sorted(to_post, key=lambda i: (
                 i.subscription_period_start or i.invoice_date, i.id))
+        started = time.monotonic()
         try:
             Invoice.save(to_post)
             with Transaction().set_context(_skip_warnings=True):
@@ -905,10 +968,12 @@ class RunLine(ModelSQL, ModelView):
             raise
         except Exception as exception:
             raise PostError(exception) from exception
+        _share(lines, 'posting_time', time.monotonic() - started)
         to_render = {
             line.invoice for line in lines
             if line.invoice not in failed
             and line.channel in cls._pdf_channels()}
+        started = time.monotonic()
         try:
             cls.render_pdfs(list(to_render))
         except (TransactionError, backend.DatabaseOperationalError):
@@ -924,6 +989,8 @@ class RunLine(ModelSQL, ModelView):
                 failed[invoice] = gettext(
                     'recurring_invoice.msg_run_line_no_pdf',
                     invoice=invoice.rec_name)
+        _share([l for l in lines if l.invoice in to_render],
+            'rendering_time', time.monotonic() - started)
         by_channel = defaultdict(list)
         for line in lines:
             if line.invoice in failed and (
@@ -934,7 +1001,9 @@ class RunLine(ModelSQL, ModelView):
             else:
                 by_channel[line.channel].append(line)
         for channel, channel_lines in by_channel.items():
+            started = time.monotonic()
             getattr(cls, f'deliver_{channel}')(channel_lines)
+            _share(channel_lines, 'sending_time', time.monotonic() - started)
         cls.save(lines + skipped)
         cls.mark_sent(lines, today)
 
@@ -1014,6 +1083,8 @@ class RunLine(ModelSQL, ModelView):
             except (TransactionError, backend.DatabaseOperationalError):
                 raise
             except Exception as exception:
+                _log_failure("e-mail of %s failed", line.rec_name,
+                    exception=exception)
                 line.state = 'failed'
                 line.message = _message(exception)
             else:
@@ -1103,6 +1174,25 @@ def _addresses(values):
         elif value:
             result.append(value)
     return ', '.join(filter(None, result))
+
+
+def _share(lines, name, seconds):
+    "Add to each line its share of the seconds its slice spent on a stage"
+    if lines:
+        share = round(seconds / len(lines), 4)
+        for line in lines:
+            setattr(line, name, (getattr(line, name, None) or 0) + share)
+
+
+def _log_failure(message, *args, exception):
+    """Log why lines failed: what users or the outside world cause (bad
+    data, the mail server) as information, anything else as an error with
+    its traceback, for it is a bug"""
+    expected = (UserError, smtplib.SMTPException, OSError)
+    if isinstance(exception, expected):
+        logger.info(message, *args, exc_info=True)
+    else:
+        logger.error(message, *args, exc_info=True)
 
 
 def _message(exception):

@@ -2,6 +2,7 @@
 # this repository contains the full copyright notices and license terms.
 import datetime as dt
 import logging
+import time
 from collections import defaultdict
 from decimal import Decimal
 
@@ -464,16 +465,25 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                     ('next_invoice_date', '<=', date),
                     ('company', '=', company_id),
                     ], order=[('id', 'ASC')], query=True))
+        started = time.monotonic()
+        stats = {'invoices': 0}
         process_slices(
             list(map(list, grouped_slice([id_ for id_, in cursor],
                         BATCH_SIZE))),
-            lambda ids: cls._generate_recurring_invoices_slice(ids, date))
-        cls.deliver_recurring_invoices(date)
+            lambda ids: cls._generate_recurring_invoices_slice(
+                ids, date, stats=stats))
+        cls.deliver_recurring_invoices(date, generation={
+                'generation_time': round(time.monotonic() - started, 2),
+                'generated_count': stats['invoices'],
+                })
 
     @classmethod
-    def deliver_recurring_invoices(cls, date):
+    def deliver_recurring_invoices(cls, date, generation=None):
         """Post and deliver the invoices of the contracts with automatic
         delivery that no run has delivered yet
+
+        generation: the figures of the night's generation to store on the
+        run (generation_time, generated_count)
 
         It works in new transactions to see what the slices committed."""
         pool = Pool()
@@ -505,7 +515,8 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                     i for i in Invoice.browse(sub_ids)
                     if not i.delivery_lines]
                 if run_id is None:
-                    run = Run.create_automatic(date, invoices)
+                    run = Run.create_automatic(
+                        date, invoices, **(generation or {}))
                     run_id = run.id if run else None
                 else:
                     Run(run_id).add_lines(invoices)
@@ -573,8 +584,10 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
         return [i.id for i in invoices if i.id not in delivered]
 
     @classmethod
-    def _generate_recurring_invoices_slice(cls, ids, date):
-        "Invoice the contracts, return False if another process locks them"
+    def _generate_recurring_invoices_slice(cls, ids, date, stats=None):
+        """Invoice the contracts, return False if another process locks them
+
+        stats['invoices'] counts the invoices created."""
         transaction = Transaction()
         try:
             # Starting the transaction locks the contracts
@@ -588,15 +601,20 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
         try:
             with slice_transaction:
                 subscriptions = cls._due(cls.browse(ids), date)
-                cls.create_recurring_invoices(subscriptions, date)
+                created = len(cls.create_recurring_invoices(
+                        subscriptions, date))
         except Exception as exception:
             if len(ids) > 1:
                 # Invoice the others and find the failing ones
                 return all([
-                        cls._generate_recurring_invoices_slice([id_], date)
+                        cls._generate_recurring_invoices_slice(
+                            [id_], date, stats=stats)
                         for id_ in ids])
             else:
                 cls._record_invoice_error(ids[0], date, exception)
+        else:
+            if stats is not None:
+                stats['invoices'] += created
         return True
 
     @classmethod
