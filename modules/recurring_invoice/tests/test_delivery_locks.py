@@ -159,6 +159,7 @@ class DeliveryLockTestCase(unittest.TestCase):
                 {l.state for l in RunLine.browse(line_ids)}, {'pending'})
             run = Run(run_id)
             self.assertEqual(run.pending_count, 2)
+            self.assertFalse(run.notified)
             with self.assertRaises(Exception) as context:
                 Run.confirm([run])
             self.assertIn('not delivered yet', str(context.exception))
@@ -176,3 +177,6 @@ class DeliveryLockTestCase(unittest.TestCase):
             self.assertEqual(
                 {l.invoice.state for l in RunLine.browse(line_ids)},
                 {'posted'})
+            # The slice that delivered the last lines notified once
+            Run = pool.get('account.invoice.run')
+            self.assertTrue(Run(run_id).notified)
