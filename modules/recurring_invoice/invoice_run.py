@@ -847,11 +847,49 @@ class RunLine(ModelSQL, ModelView):
 
     @classmethod
     def _deliver_slice(cls, ids, retry=None):
-        """Deliver the lines in a transaction that locks them
+        """Post the invoices of the lines, then deliver the lines
 
-        When the locks cannot be taken (another process delivers or posts
-        at the same time), wait and try again; after retry attempts raise
-        DatabaseOperationalError: the lines are still pending."""
+        Each step runs in a transaction that locks the lines: posting, which
+        serializes on the invoice sequence, commits before the PDFs are
+        rendered and sent, so the sequence is never locked through
+        LibreOffice or the mail server. When the locks cannot be taken
+        (another process delivers or posts at the same time), wait and try
+        again; after retry attempts raise DatabaseOperationalError: the
+        lines are still pending."""
+        try:
+            cls._locked(ids, cls._post_slice, retry=retry)
+        except backend.DatabaseOperationalError:
+            raise
+        except PostError as exception:
+            invoices = cls._invoices_of(ids)
+            if len(invoices) > 1:
+                # Post the others, fail only the lines of the invoice that
+                # cannot be posted
+                for invoice_ids in invoices.values():
+                    cls._deliver_slice(invoice_ids, retry=retry)
+            else:
+                cls._fail(ids, exception.exception)
+            return
+        except Exception as exception:
+            _log_failure("posting of %d lines failed", len(ids),
+                exception=exception)
+            cls._fail(ids, exception)
+            return
+        try:
+            cls._locked(ids, cls._deliver, retry=retry)
+        except backend.DatabaseOperationalError:
+            raise
+        except Exception as exception:
+            # e.g. the mail server refused the connection at commit
+            _log_failure("delivery of %d lines failed", len(ids),
+                exception=exception)
+            cls._fail(ids, exception)
+
+    @classmethod
+    def _locked(cls, ids, method, retry=None):
+        """Call method with the lines of ids in a new transaction that locks
+        them, restarted with the locks that posting asks for and tried again
+        on lock and serialization failures"""
         transaction = Transaction()
         if retry is None:
             retry = config.getint('database', 'retry')
@@ -871,36 +909,25 @@ class RunLine(ModelSQL, ModelView):
                 continue
             try:
                 with slice_transaction:
-                    cls._deliver(cls.browse(ids))
+                    return method(cls.browse(ids))
             except TransactionError as exception:
                 # Posting needs more locks: start again with them
                 restarts += 1
                 if restarts > MAX_RESTARTS:
                     raise
                 exception.fix(extras)
-                continue
             except backend.DatabaseOperationalError:
                 # e.g. a serialization failure: try again
                 if count >= retry:
                     raise
                 count += 1
                 time.sleep(LOCK_WAIT * count * (1 + random.random()))
-                continue
-            except PostError as exception:
-                invoices = cls._invoices_of(ids)
-                if len(invoices) > 1:
-                    # Post the others, fail only the lines of the invoice
-                    # that cannot be posted
-                    for invoice_ids in invoices.values():
-                        cls._deliver_slice(invoice_ids)
-                else:
-                    cls._fail(ids, exception.exception)
-            except Exception as exception:
-                # e.g. the mail server refused the connection at commit
-                _log_failure("delivery of %d lines failed", len(ids),
-                    exception=exception)
-                cls._fail(ids, exception)
-            return
+
+    @classmethod
+    def _post_slice(cls, lines):
+        "Post the invoices of the lines and store the time it took"
+        lines, _ = cls._post_lines(lines)
+        cls.save(lines)
 
     @classmethod
     def _invoices_of(cls, ids):
@@ -924,7 +951,9 @@ class RunLine(ModelSQL, ModelView):
                     })
 
     @classmethod
-    def _deliver(cls, lines):
+    def _post_lines(cls, lines):
+        """Post the draft invoices that the lines must post and return the
+        lines to deliver and the lines skipped"""
         pool = Pool()
         Invoice = pool.get('account.invoice')
         Date = pool.get('ir.date')
@@ -947,7 +976,6 @@ class RunLine(ModelSQL, ModelView):
             line.invoice for line in lines
             if line.invoice.state in {'draft', 'validated'}
             and line.must_post()}
-        failed = {}
         # An invoice is dated the day it is issued: invoices of past
         # periods (catch up, retries) get today, their service period stays
         today = Date.today()
@@ -968,7 +996,17 @@ class RunLine(ModelSQL, ModelView):
             raise
         except Exception as exception:
             raise PostError(exception) from exception
-        _share(lines, 'posting_time', time.monotonic() - started)
+        if to_post:
+            _share(lines, 'posting_time', time.monotonic() - started)
+        return lines, skipped
+
+    @classmethod
+    def _deliver(cls, lines):
+        "Post what is not posted yet, render the PDFs and deliver the lines"
+        pool = Pool()
+        Date = pool.get('ir.date')
+        lines, skipped = cls._post_lines(lines)
+        failed = {}
         to_render = {
             line.invoice for line in lines
             if line.invoice not in failed
@@ -1005,7 +1043,7 @@ class RunLine(ModelSQL, ModelView):
             getattr(cls, f'deliver_{channel}')(channel_lines)
             _share(channel_lines, 'sending_time', time.monotonic() - started)
         cls.save(lines + skipped)
-        cls.mark_sent(lines, today)
+        cls.mark_sent(lines, Date.today())
 
     @classmethod
     def _sent_channels(cls):
