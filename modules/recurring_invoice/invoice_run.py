@@ -38,6 +38,8 @@ DELIVERY_BATCH_SIZE = 50
 LOCK_WAIT = 0.2
 # Restarts of a slice with the locks that posting asks for
 MAX_RESTARTS = 10
+# The tables that posting asked to lock, learnt by the process
+_POST_LOCK_TABLES = set()
 # Run lines saved at once (SQLite limits the depth of an expression)
 SAVE_BATCH_SIZE = 200
 
@@ -894,6 +896,10 @@ class RunLine(ModelSQL, ModelView):
         if retry is None:
             retry = config.getint('database', 'retry')
         extras = {'_lock_records': {cls._table: list(ids)}}
+        if method == cls._post_slice and _POST_LOCK_TABLES:
+            # The tables posting locked before (the invoice sequence):
+            # taken at the start, posting does not stop to ask for them
+            extras['_lock_tables'] = sorted(_POST_LOCK_TABLES)
         count = restarts = 0
         while True:
             try:
@@ -916,6 +922,8 @@ class RunLine(ModelSQL, ModelView):
                 if restarts > MAX_RESTARTS:
                     raise
                 exception.fix(extras)
+                if method == cls._post_slice:
+                    _POST_LOCK_TABLES.update(extras.get('_lock_tables', []))
             except backend.DatabaseOperationalError:
                 # e.g. a serialization failure: try again
                 if count >= retry:
