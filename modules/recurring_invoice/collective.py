@@ -576,8 +576,9 @@ class PlanInvoicesStart(ModelView):
             ('horizon', '<=', MAX_HORIZON),
             ],
         help="The number of months ahead to plan.")
+    # the lines of the recurrence wizard's preview
     invoices = fields.One2Many(
-        'sale.subscription.plan_invoices.invoice', None, "Invoices",
+        'sale.subscription.setup_recurrence.preview.line', None, "Invoices",
         readonly=True)
 
     @classmethod
@@ -587,7 +588,7 @@ class PlanInvoicesStart(ModelView):
     @fields.depends('subscription', 'horizon', 'invoices')
     def on_change_horizon(self):
         pool = Pool()
-        Invoice = pool.get('sale.subscription.plan_invoices.invoice')
+        Invoice = pool.get('sale.subscription.setup_recurrence.preview.line')
         values = []
         if self.subscription and self.horizon and (
                 0 < self.horizon <= MAX_HORIZON):
@@ -602,14 +603,6 @@ class PlanInvoicesStart(ModelView):
                 'period_end': end,
                 } for invoice_date, start, end, _
             in subscription.get_planned_periods(horizon)]
-
-
-class PlanInvoicesInvoice(ModelView):
-    __name__ = 'sale.subscription.plan_invoices.invoice'
-
-    invoice_date = fields.Date("Invoice Date", readonly=True)
-    period_start = fields.Date("Service Start", readonly=True)
-    period_end = fields.Date("Service End", readonly=True)
 
 
 class MergeInvoices(Wizard):
