@@ -57,9 +57,8 @@ class RowLock:
         self.database.put_connection(self.connection)
 
 
-@unittest.skipIf(backend.name != 'postgresql', "needs concurrent connections")
-class DeliveryLockTestCase(unittest.TestCase):
-    "Test that locked rows delay delivery but never drop it"
+class PostingDatabase:
+    "A database with the contract data and a fiscal year of today to post"
 
     @classmethod
     def setUpClass(cls):
@@ -75,6 +74,11 @@ class DeliveryLockTestCase(unittest.TestCase):
     def tearDownClass(cls):
         drop_db()
         super().tearDownClass()
+
+
+@unittest.skipIf(backend.name != 'postgresql', "needs concurrent connections")
+class DeliveryLockTestCase(PostingDatabase, unittest.TestCase):
+    "Test that locked rows delay delivery but never drop it"
 
     def setUp(self):
         super().setUp()
@@ -216,24 +220,9 @@ CONTRACTS = 500
 
 
 @unittest.skipIf(backend.name != 'postgresql', "needs trytond-worker")
-class WorkersTestCase(unittest.TestCase):
+class WorkersTestCase(PostingDatabase, unittest.TestCase):
     """Test that two trytond-worker processes deliver the whole night:
     every invoice posted, numbered and mailed once"""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        drop_db()
-        cls.config = activate_modules(
-            'recurring_invoice', create_company, create_chart,
-            setup_contract_data)
-        fiscalyear = set_fiscalyear_invoice_sequences(create_fiscalyear())
-        fiscalyear.click('create_period')
-
-    @classmethod
-    def tearDownClass(cls):
-        drop_db()
-        super().tearDownClass()
 
     def setUp(self):
         super().setUp()
