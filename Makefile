@@ -45,19 +45,23 @@ $(VENV_STAMP): setup.cfg pyproject.toml
 venv: $(VENV_STAMP)
 
 # LibreOffice (soffice) converts the invoice PDFs
-# (modules/recurring_invoice/invoice_pdf.py): installed with apt as root,
-# otherwise say what to install.
+# (modules/recurring_invoice/invoice_pdf.py), python3-uno lets Debian's
+# /usr/bin/python3 run the persistent converter of each trytond process
+# (converter.py; without it one soffice start per batch converts):
+# installed with apt as root, otherwise say what to install.
+SOFFICE_PACKAGES := libreoffice-writer-nogui python3-uno
 soffice:
-	@command -v soffice >/dev/null || { \
+	@{ command -v soffice >/dev/null \
+		&& /usr/bin/python3 -c 'import uno' 2>/dev/null; } || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			export DEBIAN_FRONTEND=noninteractive; \
 			apt-get install -y -q --no-install-recommends \
-				libreoffice-writer-nogui \
+				$(SOFFICE_PACKAGES) \
 			|| { apt-get update -q && apt-get install -y -q \
-				--no-install-recommends libreoffice-writer-nogui; }; \
+				--no-install-recommends $(SOFFICE_PACKAGES); }; \
 		else \
-			echo "soffice not found: install LibreOffice, e.g." \
-				"sudo apt-get install libreoffice-writer-nogui" >&2; \
+			echo "soffice or python3-uno not found: install them, e.g." \
+				"sudo apt-get install $(SOFFICE_PACKAGES)" >&2; \
 		fi; }
 
 # The browser tests (tests/test_browser.py) drive the web client, so it is

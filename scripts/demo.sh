@@ -10,20 +10,24 @@
 #                           the modules, load the demo data once (it adds
 #                           the English user demo-en/demo1234)
 #   scripts/demo.sh data    load the demo data (again; it is idempotent)
-#   scripts/demo.sh serve   start the mail sink and trytond-cron in the
-#                           background and trytond in the foreground
-#                           (Ctrl-C stops all three)
+#   scripts/demo.sh serve   start the mail sink, the WebDAV server and
+#                           trytond-cron in the background and trytond in
+#                           the foreground (Ctrl-C stops all of them)
 #   scripts/demo.sh stop    stop the servers of a run that was killed
 #
 # The invoices the demo delivers by e-mail go to a local SMTP sink
 # (aiosmtpd) that stores every mail as a file in var/mail/new/ (a
 # maildir); loading the demo data starts it too, as it delivers invoices.
+# The same for the document store of the demo ("Nextcloud (Demo)"): a
+# local WebDAV server (wsgidav, anonymous) stores the uploaded invoice PDFs
+# in var/dav/.  The DATEV exports (each night's Buchungsstapel and the
+# accountant's "Export to DATEV") land in the folder var/datev/.
 #
 # Environment: DEMO_DB (demo), VENV (.venv), DEMO_LISTEN (0.0.0.0:8000),
 # DEMO_ADMIN_PASSWORD (admin), DEMO_ADMIN_EMAIL (admin@example.com),
 # DEMO_EN_PASSWORD (demo1234: the password of the English user demo-en,
 # set when the demo data creates it; at least 8 characters),
-# DEMO_SMTP_PORT (8025).
+# DEMO_SMTP_PORT (8025), DEMO_DAV_PORT (8090).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -41,6 +45,9 @@ EN_PASSWORD=${DEMO_EN_PASSWORD:-demo1234}
 export DEMO_EN_PASSWORD=$EN_PASSWORD
 SMTP_HOST=127.0.0.1
 SMTP_PORT=${DEMO_SMTP_PORT:-8025}
+DAV_HOST=127.0.0.1
+DAV_PORT=${DEMO_DAV_PORT:-8090}
+export DEMO_DAV_PORT=$DAV_PORT
 MAIL_FROM="Turnus Demo GmbH <rechnung@turnus-demo.example>"
 MODULES=(recurring_invoice dispatch_order)
 
@@ -57,6 +64,12 @@ SMTP_PIDFILE=$RUN/smtp-sink.pid
 # the pid of the mail sink when this call started it (stopped on exit
 # unless "serve" runs)
 SMTP_STARTED=
+# the WebDAV server of the document store, the DATEV folder
+DAV=$VAR/dav
+DAV_PIDFILE=$RUN/webdav.pid
+DAV_STARTED=
+DATEV=$VAR/datev
+export DEMO_DATEV_DIR=$DATEV
 
 # The demo is SQLite and configured by var/trytond.conf only: ignore the
 # variables used to run the tests on PostgreSQL.
@@ -137,8 +150,9 @@ smtp_running() {
             | grep -q -- "aiosmtpd .*-l $SMTP_HOST:$SMTP_PORT "
 }
 
+# is something listening on host $1 port $2 (default: the mail sink's)?
 port_open() {
-    "$BIN/python" - "$SMTP_HOST" "$SMTP_PORT" <<'EOF'
+    "$BIN/python" - "${1:-$SMTP_HOST}" "${2:-$SMTP_PORT}" <<'EOF'
 import socket, sys
 try:
     socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()
@@ -189,20 +203,84 @@ start_smtp() {
     echo "mail sink on $SMTP_HOST:$SMTP_PORT (pid $pid), mails in $MAIL/new/"
 }
 
-# stop the mail sink at exit if this call started it for loading data
-stop_started_smtp() {
+# is the pid a running WebDAV server of this demo (listening on our port)?
+dav_running() {
+    local pid=$1
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null \
+        && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
+            | grep -q -- "wsgidav --host $DAV_HOST --port $DAV_PORT "
+}
+
+# start the WebDAV server of the document store that stores the uploaded
+# files in var/dav (unless it runs)
+start_dav() {
+    local pid
+    mkdir -p "$DATEV"
+    if [[ -f $DAV_PIDFILE ]]; then
+        pid=$(<"$DAV_PIDFILE")
+        if dav_running "$pid"; then
+            return 0
+        fi
+        stop_pidfile "$DAV_PIDFILE" wsgidav
+    fi
+    if port_open "$DAV_HOST" "$DAV_PORT"; then
+        echo "port $DAV_HOST:$DAV_PORT is taken by another program" \
+            "(set DEMO_DAV_PORT to a free port)" >&2
+        return 1
+    fi
+    if [[ ! -x $BIN/wsgidav ]]; then
+        echo "no wsgidav in $BIN (run 'make venv')" >&2
+        return 1
+    fi
+    mkdir -p "$DAV" "$RUN" "$LOG"
+    # anonymous read and write on var/dav as the share /; --no-config: no
+    # wsgidav.yaml of the current directory
+    setsid "$BIN/wsgidav" --host "$DAV_HOST" --port "$DAV_PORT" \
+        --root "$DAV" --auth anonymous --no-config -q \
+        >>"$LOG/webdav.log" 2>&1 < /dev/null &
+    pid=$!
+    echo "$pid" > "$DAV_PIDFILE"
+    DAV_STARTED=$pid
+    for _ in $(seq 100); do
+        port_open "$DAV_HOST" "$DAV_PORT" && break
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "the WebDAV server did not start, see $LOG/webdav.log" >&2
+            rm -f "$DAV_PIDFILE"
+            return 1
+        fi
+        sleep 0.1
+    done
+    port_open "$DAV_HOST" "$DAV_PORT" || {
+        echo "the WebDAV server does not answer on $DAV_HOST:$DAV_PORT," \
+            "see $LOG/webdav.log" >&2
+        return 1
+    }
+    echo "WebDAV server on http://$DAV_HOST:$DAV_PORT/ (pid $pid)," \
+        "files in $DAV/"
+}
+
+# stop the mail sink and the WebDAV server at exit if this call started
+# them for loading data
+stop_started_sinks() {
     if [[ -n $SMTP_STARTED ]]; then
         stop_pidfile "$SMTP_PIDFILE" aiosmtpd >/dev/null
     fi
+    if [[ -n $DAV_STARTED ]]; then
+        stop_pidfile "$DAV_PIDFILE" wsgidav >/dev/null
+    fi
 }
-trap stop_started_smtp EXIT
+trap stop_started_sinks EXIT
 
 load_data() {
     # the demo data generates invoices, some of them delivered by e-mail
+    # and uploaded to the document store
     start_smtp
+    start_dav
     say "loading the demo data"
     "$BIN/python" tests/demo_data.py -d "$DB" -c "$CONF"
     touch "$DATA_MARKER"
+    echo "invoices uploaded to the document store: $DAV/;" \
+        "DATEV exports: $DATEV/"
 }
 
 setup() {
@@ -245,6 +323,7 @@ stop_servers() {
 stop() {
     stop_servers
     stop_pidfile "$SMTP_PIDFILE" aiosmtpd
+    stop_pidfile "$DAV_PIDFILE" wsgidav
 }
 
 serve() {
@@ -260,6 +339,11 @@ serve() {
     local smtp_pid
     smtp_pid=$(<"$SMTP_PIDFILE")
     SMTP_STARTED=
+    # and the night uploads to the document store
+    start_dav
+    local dav_pid
+    dav_pid=$(<"$DAV_PIDFILE")
+    DAV_STARTED=
     # each server in its own process group, so that stopping it also stops
     # the worker processes trytond-cron forks
     setsid "$BIN/trytond-cron" -c "$CONF" -d "$DB" >>"$LOG/trytond-cron.log" 2>&1 &
@@ -271,7 +355,7 @@ serve() {
     echo "$server_pid" > "$RUN/trytond.pid"
 
     # shellcheck disable=SC2064
-    trap "kill -TERM -- -$server_pid -$cron_pid -$smtp_pid 2>/dev/null; wait; rm -f '$RUN/trytond.pid' '$RUN/trytond-cron.pid' '$SMTP_PIDFILE'" EXIT
+    trap "kill -TERM -- -$server_pid -$cron_pid -$smtp_pid -$dav_pid 2>/dev/null; wait; rm -f '$RUN/trytond.pid' '$RUN/trytond-cron.pid' '$SMTP_PIDFILE' '$DAV_PIDFILE'" EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
 
@@ -280,6 +364,10 @@ serve() {
     echo "   (trytond-cron pid $cron_pid, log $LOG/trytond-cron.log; Ctrl-C stops)"
     echo "   mails (invoices delivered automatically): SMTP sink on" \
         "$SMTP_HOST:$SMTP_PORT stores each one as a file in $MAIL/new/"
+    echo "   document store \"Nextcloud (Demo)\": WebDAV server on" \
+        "http://$DAV_HOST:$DAV_PORT/ stores the uploaded invoices in $DAV/"
+    echo "   DATEV exports (nightly runs, Financial > Reporting > Export to" \
+        "DATEV): folder $DATEV/"
     wait "$server_pid"
 }
 

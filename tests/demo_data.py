@@ -21,7 +21,13 @@ subscription services and ~25 contracts (sale subscriptions, see
 _contracts), each set up with the wizard "Set Up Recurrence" (which
 creates and names the rule sets); switches automatic delivery on for the
 company and for a few contracts (posted and e-mailed, one also as a
-letter, one as letter and direct debit).
+letter, one as letter and direct debit; two also uploaded to the document
+store "Nextcloud (Demo)", the local WebDAV server of scripts/demo.sh on
+DEMO_DAV_PORT, files in var/dav/, one of them also handed to DATEV).
+DATEV: the consultant and client numbers, SKR 03, 8400 and 8300 automatic
+accounts, the folder target "DATEV Belegtransfer" (DEMO_DATEV_DIR, default
+var/datev/) where each night's Buchungsstapel lands; the accountant
+exports a month from Financial › Reporting › Export to DATEV.
 
 Then it replays the past: each contract is activated on its own day
 (Date.today() of the server answers that day, see demo_today), and the
@@ -167,12 +173,41 @@ SUPPLIER_TAX = "VSt 19 %"
 # the contracts (reference number) that deliver their invoices
 # automatically, with their channels
 AUTOMATIC_DELIVERY = [
-    (1, ['email']),
+    (1, ['email', 'datev', 'document_store']),
     (2, ['email', 'letter']),
-    (3, ['email']),
+    (3, ['email', 'document_store']),
     (13, ['email']),
     (19, ['letter', 'direct_debit']),
     ]
+
+# the channels added to the contracts of AUTOMATIC_DELIVERY of a demo
+# database made before them (the others are left as the office set them)
+NEW_CHANNELS = ['datev', 'document_store']
+
+# DATEV: the tax advisor's consultant number (Beraternummer) and the
+# company's client number (Mandantennummer), SKR 03 with 4-digit G/L
+# accounts; the revenue accounts are automatic accounts (DATEV derives the
+# VAT), the taxes carry their tax keys; the customer of DEMO-001 has a
+# debtor account of its own (the others book on 1400).  The exports go to
+# a folder that DATEV Belegtransfer would watch (DEMO_DATEV_DIR, default
+# var/datev).
+DATEV_CONSULTANT_NUMBER = 29098
+DATEV_CLIENT_NUMBER = 55003
+DATEV_CHART = 'skr03'
+DATEV_ACCOUNT_LENGTH = 4
+DATEV_AUTOMATIC_ACCOUNTS = ['8400', '8300']
+DATEV_TAX_KEYS = {"USt 19 %": '3', "USt 7 %": '2'}
+DATEV_DEBTORS = {0: '10000'}  # index in CUSTOMERS: debtor account
+DATEV_TARGET_NAME = "DATEV Belegtransfer"
+DATEV_DIR = os.path.abspath(
+    os.environ.get('DEMO_DATEV_DIR')
+    or os.path.join(ROOT, 'var', 'datev'))
+# The document store of the demo: the local WebDAV server that
+# scripts/demo.sh starts (files in var/dav/)
+DOCUMENT_STORE_NAME = "Nextcloud (Demo)"
+DAV_PORT = int(os.environ.get('DEMO_DAV_PORT') or 8090)
+DOCUMENT_STORE_URL = f'http://127.0.0.1:{DAV_PORT}/'
+DOCUMENT_STORE_PATTERN = 'Rechnungen/{year}/{party}/{number}.pdf'
 
 # collective invoices: this contract's invoices of the next 12 months are
 # planned and merged pairwise, the first collective invoice is sent
@@ -940,9 +975,106 @@ def setup_contracts(config, customers, services, today):
     return activations
 
 
-def setup_delivery(config, customers):
+def setup_datev(company, customers):
+    """The DATEV settings of the company (numbers, chart, the folder
+    target DATEV_TARGET_NAME in DATEV_DIR), the automatic accounts, the
+    tax keys and the debtor accounts (only what is not set yet)"""
+    from proteus import Model
+    Account = Model.get('account.account')
+    Configuration = Model.get('account.configuration')
+    Target = Model.get('account.datev.target')
+    Tax = Model.get('account.tax')
+
+    # the folder DATEV Belegtransfer watches (scripts/demo.sh makes it
+    # too): the exports of the nightly runs are transferred to it
+    os.makedirs(DATEV_DIR, exist_ok=True)
+    targets = Target.find([('name', '=', DATEV_TARGET_NAME)])
+    if targets:
+        target, = targets
+    else:
+        target = Target(name=DATEV_TARGET_NAME, kind='folder')
+    if target.id is None or target.id < 0 or target.path != DATEV_DIR:
+        target.kind = 'folder'
+        target.path = DATEV_DIR
+        target.save()
+        log(f"DATEV target {DATEV_TARGET_NAME}: folder {DATEV_DIR}")
+
+    configuration = Configuration(1)
+    values = {
+        'datev_consultant_number': DATEV_CONSULTANT_NUMBER,
+        'datev_client_number': DATEV_CLIENT_NUMBER,
+        'datev_chart': DATEV_CHART,
+        'datev_account_length': DATEV_ACCOUNT_LENGTH,
+        }
+    changed = False
+    for field, value in values.items():
+        if not getattr(configuration, field):
+            setattr(configuration, field, value)
+            changed = True
+    if configuration.datev_target != target:
+        configuration.datev_target = target
+        changed = True
+    if changed:
+        configuration.save()
+        log(f"DATEV: consultant {configuration.datev_consultant_number}, "
+            f"client {configuration.datev_client_number}, "
+            f"{configuration.datev_chart}, "
+            f"{configuration.datev_account_length}-digit accounts")
+
+    accounts = Account.find([
+            ('company', '=', company.id),
+            ('code', 'in', DATEV_AUTOMATIC_ACCOUNTS),
+            ('datev_automatic', '=', False),
+            ])
+    for account in accounts:
+        account.datev_automatic = True
+    if accounts:
+        Account.save(accounts)
+    taxes = [t for t in Tax.find([
+                ('company', '=', company.id),
+                ('name', 'in', list(DATEV_TAX_KEYS)),
+                ]) if not t.datev_tax_key]
+    for tax in taxes:
+        tax.datev_tax_key = DATEV_TAX_KEYS[tax.name]
+    if taxes:
+        Tax.save(taxes)
+    parties = []
+    for index, number in DATEV_DEBTORS.items():
+        party = customers[index]
+        if not party.datev_account:
+            party.datev_account = number
+            parties.append(party)
+    if parties:
+        Model.get('party.party').save(parties)
+    return target
+
+
+def setup_document_store(company):
+    """The document store DOCUMENT_STORE_NAME: the local WebDAV server of
+    scripts/demo.sh (DEMO_DAV_PORT)"""
+    from proteus import Model
+    Store = Model.get('document.store')
+    stores = Store.find([('name', '=', DOCUMENT_STORE_NAME)])
+    if stores:
+        store, = stores
+        if store.url == DOCUMENT_STORE_URL:
+            return store
+    else:
+        store = Store(name=DOCUMENT_STORE_NAME, kind='webdav')
+        store.company = company
+        store.path_pattern = DOCUMENT_STORE_PATTERN
+    store.url = DOCUMENT_STORE_URL
+    store.save()
+    log(f"document store {DOCUMENT_STORE_NAME}: {store.url}"
+        f"{store.path_pattern}")
+    return store
+
+
+def setup_delivery(config, customers, store=None):
     """Switch automatic delivery on for the company and for the contracts
-    of AUTOMATIC_DELIVERY (only what is not switched on yet)"""
+    of AUTOMATIC_DELIVERY (only what is not switched on yet; the
+    NEW_CHANNELS are added to the contracts switched on before), the
+    document store of the channel document_store: store"""
     from proteus import Model
     Configuration = Model.get('sale.configuration')
     Subscription = Model.get('sale.subscription')
@@ -962,6 +1094,7 @@ def setup_delivery(config, customers):
             continue
         subscription, = found
         if subscription.automatic_delivery:
+            add_channels(subscription, channels, store)
             continue
         mechanisms = subscription.party.contact_mechanisms
         if 'email' in channels and not any(
@@ -975,6 +1108,8 @@ def setup_delivery(config, customers):
             delivery = subscription.standard_delivery
             delivery.post = True
             delivery.channels = channels
+            if 'document_store' in channels:
+                delivery.document_store = store
             if 'email' in channels:
                 delivery.email_cc = DELIVERY_CC
                 # keep the default e-mail template ("Invoice")
@@ -994,6 +1129,25 @@ def setup_delivery(config, customers):
         log(f"contract {reference}: automatic delivery "
             f"({', '.join(subscription.standard_delivery.channels)})")
     return enabled
+
+
+def add_channels(subscription, channels, store):
+    """Add the NEW_CHANNELS of channels that the delivery settings of the
+    subscription miss (a demo database made before them)"""
+    delivery = subscription.standard_delivery
+    if not delivery:
+        return
+    current = list(delivery.channels or [])
+    missing = [
+        c for c in channels if c in NEW_CHANNELS and c not in current]
+    if not missing:
+        return
+    delivery.channels = current + missing
+    if 'document_store' in missing and not delivery.document_store:
+        delivery.document_store = store
+    delivery.save()
+    log(f"contract {subscription.reference}: delivery channels "
+        f"{', '.join(missing)} added")
 
 
 def run_night(date):
@@ -1478,9 +1632,13 @@ def main(database, config_file, date=None, generate=True, contracts=True):
 
     activations = setup_contracts(config, customers, services, today)
     setup_invoice_runs()
+    # before the delivery settings: the channel datev needs the DATEV
+    # numbers
+    setup_datev(company, customers)
+    store = setup_document_store(company)
     # before the activations, so that the nightly runs post and deliver
     # the invoices
-    setup_delivery(config, customers)
+    setup_delivery(config, customers, store)
     Invoice = Model.get('account.invoice')
     Subscription = Model.get('sale.subscription')
     Run = Model.get('account.invoice.run')
@@ -1531,6 +1689,14 @@ def main(database, config_file, date=None, generate=True, contracts=True):
         f"(Sales › Recurring Invoices › Runs to Confirm); all lines: "
         + (', '.join(f'{v} {k}' for k, v in sorted(states.items()))
             or 'none'))
+    Export = Model.get('account.datev.export')
+    exports = Export.find([])
+    uploads = RunLine.find([
+            ('channel', '=', 'document_store'), ('state', '=', 'done')])
+    log(f"datev: {len(exports)} export(s) "
+        f"({sum(e.transfer_state == 'done' for e in exports)} in "
+        f"{DATEV_DIR}); document store: {len(uploads)} upload(s) to "
+        f"{DOCUMENT_STORE_URL}")
     orders = Order.find([])
     states = defaultdict(int)
     for order in orders:

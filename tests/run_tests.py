@@ -52,6 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS_DIR = os.path.join(ROOT, 'tests')
 MODULES = ['recurring_invoice', 'dispatch_order']
 TOP_LEVEL = 'tests'
+SLOWEST = int(os.environ.get('SLOWEST_TESTS', 25))
 
 
 def _fingerprint():
@@ -193,10 +194,27 @@ class _Result(unittest.TextTestResult):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.passed = 0
+        self.durations = []
+
+    def startTest(self, test):
+        self._started = time.monotonic()
+        super().startTest(test)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        self.durations.append((time.monotonic() - self._started, test.id()))
 
     def addSuccess(self, test):
         super().addSuccess(test)
         self.passed += 1
+
+    def print_slowest(self, count=SLOWEST):
+        "Print the slowest tests, to keep the suite's time in sight"
+        if not self.durations:
+            return
+        print(f"slowest {min(count, len(self.durations))} tests:")
+        for duration, name in sorted(self.durations, reverse=True)[:count]:
+            print(f"  {duration:7.1f}s  {name}")
 
 
 def _parse_args(argv):
@@ -283,6 +301,7 @@ def main(argv=None):
         len(result.failures) + len(result.errors)
         + len(result.unexpectedSuccesses))
     skipped = len(result.skipped)
+    result.print_slowest()
     print(f"time: {elapsed:.1f}s")
     print(f"{result.passed} passed, {failed} failed, {skipped} skipped",
         flush=True)

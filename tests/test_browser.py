@@ -19,7 +19,10 @@ the demo database (tests/demo_data.py) served by trytond on 127.0.0.1:
    removed, executed, the PDFs (ZIP) downloaded
 8. a contract's "Plan Invoices" for 2 months, the planned drafts merged
    from the invoice list's actions, a send date on the collective invoice
-9. the demo users: admin in German, demo-en in English
+9. Financial › Reporting › Export to DATEV: last month again ("Export
+   Again"), the export opens with its bookings and EXTF file; the night
+   uploaded the invoices of DEMO-001 to the document store
+10. the demo users: admin in German, demo-en in English
 
 The harness is in tests/browser/ (fixture: browser/server.py, steps:
 browser/sao.py, base class: browser/case.py).  Skipped on PostgreSQL runs
@@ -422,8 +425,7 @@ class WebClientTest(BrowserTestCase):
         """An accountant's invoice run for last month: create, remove a
         line, execute, download the ZIP"""
         sao = self.sao
-        first = dt.date.today().replace(day=1) - relativedelta(months=1)
-        last = first + relativedelta(day=31)
+        first, last = _last_month()
         invoices = self.search_read(
             'account.invoice', [
                 ('type', '=', 'out'),
@@ -548,6 +550,92 @@ class WebClientTest(BrowserTestCase):
         self.assertEqual(_date(collective[0]['send_date']), tomorrow)
         self.assertEqual(len(collective[0]['subscription_periods']), 2)
 
+    def test_9_datev_export(self):
+        """An accountant exports last month to DATEV (again: a re-run of
+        the tests exports it once more); the nightly runs uploaded the
+        invoices of DEMO-001 to the document store"""
+        sao = self.sao
+        first, last = _last_month()
+        # the demo posts invoices every night (the automatic deliveries,
+        # the office's drafts): last month has some
+        invoices = self.search_read('account.invoice', [
+                ('type', '=', 'out'),
+                ('state', 'in', ['posted', 'paid']),
+                ('move.date', '>=', first),
+                ('move.date', '<=', last),
+                ], ['number'])
+        self.assertTrue(invoices,
+            "the demo data has no posted customer invoice of last month")
+
+        with self.step("the night's uploads of DEMO-001"):
+            lines = self.search_read(
+                'account.invoice.run.line', [
+                    ('channel', '=', 'document_store'),
+                    ('subscription.reference', '=', 'DEMO-001'),
+                    ], ['state', 'recipient', 'message', 'run.date'],
+                order=[('id', 'DESC')])
+            self.assertTrue(lines,
+                "the nightly runs uploaded no invoice of DEMO-001 to "
+                "the document store")
+            self.assertEqual(
+                [(l['state'], l['message']) for l in lines],
+                [('done', None)] * len(lines))
+            self.assertTrue(lines[0]['recipient'].endswith('.pdf'),
+                lines[0]['recipient'])
+            datev = self.search_read(
+                'account.invoice.run.line', [
+                    ('channel', '=', 'datev'),
+                    ('subscription.reference', '=', 'DEMO-001'),
+                    ], ['state'])
+            self.assertTrue(datev, "DEMO-001 has no DATEV line")
+            self.assertEqual(
+                {l['state'] for l in datev}, {'done'})
+
+        with self.step("Financial › Reporting › Export to DATEV"):
+            sao.open_menu('Financial', 'Reporting', 'Export to DATEV')
+            wizard = sao.wizard()
+            title = sao.dialog_title(wizard)
+            self.assertTrue(
+                title.startswith('Export to DATEV'), f"title {title!r}")
+        with self.step("the dates: last month; Export Again"):
+            sao.wait_value('date_from', sao.format_date(first), wizard)
+            sao.wait_value('date_to', sao.format_date(last), wizard)
+            self.assertTrue(sao.widget('documents', wizard).is_selected())
+            sao.set_boolean('force', True, wizard)
+        with self.step("Export: the DATEV export opens"):
+            sao.dialog_button(wizard, 'Export')
+            sao.wait_closed(wizard)
+            sao.wait_no_error()
+            sao.wait(lambda d: sao.tab_title().startswith('DATEV Exports'),
+                "the tab DATEV Exports")
+            row, = sao.wait_rows()
+            self.assertGreater(int(sao.cell(row, 'Bookings') or 0), 0)
+            filename = sao.cell(row, 'Booking File Name')
+            self.assertTrue(filename.startswith('EXTF_'), filename)
+        with self.step("open the export"):
+            sao.open_row(row)
+            sao.wait_view('form')
+            bookings = int(sao.value('booking_count') or 0)
+            self.assertGreater(bookings, 0)
+            export_id = sao.record_id()
+        export, = self.rpc(
+            'model.account.datev.export.read', [export_id],
+            ['kind', 'forced', 'booking_count', 'document_count',
+                'extf_filename', 'date_from', 'date_to',
+                'transfer_state', 'transfer_message'], {})
+        self.assertEqual(
+            (export['kind'], export['forced'], export['booking_count'],
+                export['extf_filename']),
+            ('period', True, bookings, filename))
+        self.assertEqual(
+            (_date(export['date_from']), _date(export['date_to'])),
+            (first, last))
+        self.assertEqual(export['document_count'], len(invoices))
+        # the demo's target is a folder (DATEV Belegtransfer)
+        self.assertEqual(export['transfer_state'], 'done',
+            export['transfer_message'])
+        self.assertIn(filename, export['transfer_message'])
+
 
 class DemoUsersTest(BrowserTestCase):
     """The demo's users: admin works in German, demo-en in English
@@ -587,6 +675,12 @@ class DemoUsersTest(BrowserTestCase):
         with self.step("Sales › Recurring Invoices"):
             sao.open_menu('Sales', 'Recurring Invoices')
             self.assertEqual(sao.tab_title(), 'Recurring Invoices')
+
+
+def _last_month():
+    "The first and the last day of last month"
+    first = dt.date.today().replace(day=1) - relativedelta(months=1)
+    return first, first + relativedelta(day=31)
 
 
 def _date(value):

@@ -38,6 +38,10 @@ class PDFConversionError(UserError):
     pass
 
 
+class PDFConverterConfigError(UserError):
+    pass
+
+
 class InvoiceRunError(UserError):
     pass
 
@@ -55,4 +59,20 @@ class InvoiceMergeError(UserError):
 
 
 class SendDateWarning(UserWarning):
+    pass
+
+
+class DatevError(UserError):
+    pass
+
+
+class DatevValidationError(ValidationError):
+    pass
+
+
+class DocumentStoreError(UserError):
+    pass
+
+
+class DocumentStoreValidationError(ValidationError):
     pass

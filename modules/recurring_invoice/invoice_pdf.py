@@ -1,11 +1,14 @@
 # This file is part of Turnus.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
-"""The invoice PDF rendered for many invoices with one LibreOffice start.
+"""The invoice PDF rendered for many invoices by one LibreOffice.
 
 Core converts each report with its own ``soffice`` start (about 1 s); here
-the ODT files of a batch are written to one directory and converted by one
-``soffice --convert-to pdf`` call.  The PDF is stored as the invoice report
-cache, so later prints, mails and uploads use the same file.
+the ODT files of a batch are written to one directory and converted by the
+persistent LibreOffice of the process (converter.py: started once, checked
+before each batch, restarted after converter_max_documents documents or
+when it hangs), or, when it can not start, by one
+``soffice --convert-to pdf`` call per batch.  The PDF is stored as the
+invoice report cache, so later prints, mails and uploads use the same file.
 """
 import atexit
 import logging
@@ -17,6 +20,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 
 import trytond.config as config
 from trytond.i18n import gettext
@@ -24,7 +28,9 @@ from trytond.pool import Pool, PoolMeta
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 
-from .exceptions import PDFConversionError, PDFConverterMissingError
+from .converter import ConverterError, ConverterStartError, get_converter
+from .exceptions import (
+    PDFConversionError, PDFConverterConfigError, PDFConverterMissingError)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +38,16 @@ logger = logging.getLogger(__name__)
 PDF_BATCH_SIZE = 50
 PDF_TIMEOUT = 60
 PDF_TIMEOUT_PER_FILE = 2
+
+# The persistent converter: how it may be run, its defaults, and the seconds
+# after which a process that could not start it tries again
+CONVERTERS = {'auto', 'persistent', 'soffice'}
+CONVERTER_PYTHON = '/usr/bin/python3'
+CONVERTER_MAX_DOCUMENTS = 200
+CONVERTER_TIMEOUT = 30
+CONVERTER_RETRY_START = 300
+# {(pid, python, soffice): monotonic time of the failed start}
+_start_failures = {}
 
 # One LibreOffice user profile per process: parallel conversions sharing a
 # profile fail.  The threads of a process take turns.
@@ -97,6 +113,111 @@ def _run_soffice(command, directory, filenames):
             ["exit status %s" % process.returncode] + lines[-1:])
 
 
+def _pdf_path(directory, filename):
+    return pathlib.Path(directory, 'pdf', filename).with_suffix('.pdf')
+
+
+def _converter_mode():
+    mode = config.get('recurring_invoice', 'converter', default='auto')
+    if mode not in CONVERTERS:
+        raise PDFConverterConfigError(gettext(
+                'recurring_invoice.msg_pdf_converter_unknown',
+                converter=mode, converters=', '.join(sorted(CONVERTERS))))
+    return mode
+
+
+def _persistent_converter(command, mode):
+    """The persistent converter of this process for command, or None when
+    the one-shot path converts (mode soffice, or auto after a failed start
+    less than CONVERTER_RETRY_START seconds ago)"""
+    if mode == 'soffice':
+        return None
+    python = shlex.split(config.get(
+            'recurring_invoice', 'converter_python',
+            default=CONVERTER_PYTHON)) or ['']
+    failed = _start_failures.get((os.getpid(), tuple(python), tuple(command)))
+    if (mode == 'auto' and failed is not None
+            and time.monotonic() - failed < CONVERTER_RETRY_START):
+        return None
+    try:
+        max_documents = config.getint(
+            'recurring_invoice', 'converter_max_documents',
+            default=CONVERTER_MAX_DOCUMENTS)
+        timeout = config.getfloat(
+            'recurring_invoice', 'converter_timeout',
+            default=CONVERTER_TIMEOUT)
+    except ValueError as exception:
+        raise PDFConverterConfigError(gettext(
+                'recurring_invoice.msg_pdf_converter_option',
+                reason=str(exception))) from exception
+    return get_converter(python, command, max(max_documents, 1), timeout)
+
+
+def _start_failed(converter, mode, exception):
+    "Remember a failed start; in auto mode log once that soffice converts"
+    key = (os.getpid(), tuple(converter.python), tuple(converter.soffice))
+    if mode == 'auto':
+        if key not in _start_failures:
+            logger.warning(
+                "persistent LibreOffice converter not available, "
+                "converting with one soffice start per batch: %s", exception)
+        _start_failures[key] = time.monotonic()
+    else:
+        logger.error(
+            "persistent LibreOffice converter not available: %s", exception)
+
+
+def _convert(command, directory, filenames):
+    """Convert filenames (in directory) to PDF in directory/pdf.
+    Returns {filename: reason} of the files without PDF (reason None if
+    unknown)."""
+    os.makedirs(os.path.join(directory, 'pdf'), exist_ok=True)
+    mode = _converter_mode()
+    converter = _persistent_converter(command, mode)
+    failures = {}
+    todo = list(filenames)
+    if converter is not None:
+        with converter.lock:
+            try:
+                # Health check: dead or hung (no answer) restarts it
+                converter.ensure()
+                while todo:
+                    filename = todo[0]
+                    try:
+                        converter.convert(
+                            os.path.join(directory, filename),
+                            _pdf_path(directory, filename))
+                    except ConverterStartError:
+                        raise
+                    except ConverterError as exception:
+                        failures[filename] = str(exception)
+                    todo.pop(0)
+            except ConverterStartError as exception:
+                _start_failed(converter, mode, exception)
+                if mode == 'persistent':
+                    for filename in todo:
+                        failures[filename] = (
+                            "LibreOffice converter could not start: %s"
+                            % exception)
+                    todo = []
+            else:
+                _start_failures.pop((os.getpid(), tuple(converter.python),
+                        tuple(converter.soffice)), None)
+    # One-shot path: one soffice start for all, one more for the missing
+    error = None
+    for _ in range(2):
+        todo = [f for f in todo
+            if not _pdf_path(directory, f).exists()]
+        if not todo:
+            break
+        error = _run_soffice(command, directory, todo)
+        if error:
+            logger.warning("soffice failed: %s", error)
+    for filename in todo:
+        failures[filename] = error
+    return failures
+
+
 class InvoiceReport(metaclass=PoolMeta):
     __name__ = 'account.invoice'
 
@@ -119,6 +240,7 @@ class InvoiceReport(metaclass=PoolMeta):
         if not invoices:
             return
         command = _soffice_command()
+        _converter_mode()
         action = ActionReport(
             ModelData.get_id('account_invoice', 'report_invoice'))
         cls.check_access(action, Invoice.__name__, [i.id for i in invoices])
@@ -129,19 +251,12 @@ class InvoiceReport(metaclass=PoolMeta):
                     prefix='trytond-invoice-pdf-') as directory:
                 filenames = cls._write_report_files(
                     action, sub_invoices, directory)
-                error = None
-                for _ in range(2):
-                    todo = [f for i, f in filenames.items()
-                        if not cls._pdf_path(directory, f).exists()]
-                    if not todo:
-                        break
-                    error = _run_soffice(command, directory, todo)
-                    if error:
-                        logger.warning("soffice failed: %s", error)
+                failures = _convert(command, directory, list(
+                        filenames.values()))
                 converted, failed = [], []
                 for invoice, filename in filenames.items():
                     path = cls._pdf_path(directory, filename)
-                    if path.exists():
+                    if filename not in failures and path.exists():
                         invoice.invoice_report_cache = (
                             Invoice.invoice_report_cache.cast(
                                 path.read_bytes()))
@@ -151,14 +266,19 @@ class InvoiceReport(metaclass=PoolMeta):
                         failed.append(invoice)
             Invoice.save(converted)
             if failed:
-                if not error:
-                    error = "no PDF for %s of %s files" % (
-                        len(failed), len(filenames))
+                reasons = []
+                for invoice in failed:
+                    reason = failures.get(filenames[invoice])
+                    if reason and reason not in reasons:
+                        reasons.append(reason)
+                if not reasons:
+                    reasons = ["no PDF for %s of %s files" % (
+                            len(failed), len(filenames))]
                 raise PDFConversionError(gettext(
                         'recurring_invoice.msg_pdf_conversion_failed',
                         invoices=', '.join(i.rec_name for i in failed[:5]),
                         count=len(failed),
-                        reason=error))
+                        reason='; '.join(reasons[:3])))
 
     @classmethod
     def _write_report_files(cls, action, invoices, directory):
@@ -205,4 +325,4 @@ class InvoiceReport(metaclass=PoolMeta):
 
     @staticmethod
     def _pdf_path(directory, filename):
-        return pathlib.Path(directory, 'pdf', filename).with_suffix('.pdf')
+        return _pdf_path(directory, filename)

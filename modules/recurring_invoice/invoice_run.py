@@ -22,6 +22,7 @@ from trytond.model.exceptions import AccessError
 from trytond.modules.company.model import employee_field, set_employee
 from trytond.pool import Pool
 from trytond.pyson import Eval, If
+from trytond.sendmail import SMTPDataManager, send_message
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, TransactionError
 
@@ -38,8 +39,11 @@ DELIVERY_BATCH_SIZE = 50
 LOCK_WAIT = 0.2
 # Restarts of a slice with the locks that posting asks for
 MAX_RESTARTS = 10
-# The tables that posting asked to lock, learnt by the process
-_POST_LOCK_TABLES = set()
+# The locks that posting asked for, learnt by the process per database:
+# the tables (journal periods) and the records of the tables that every
+# slice locks the same (the invoice and move sequences)
+_POST_LOCKS = defaultdict(lambda: {'tables': set(), 'records': {}})
+POST_LOCK_SHARED_RECORDS = {'ir_sequence', 'ir_sequence_strict'}
 # Run lines saved at once (SQLite limits the depth of an expression)
 SAVE_BATCH_SIZE = 200
 
@@ -638,6 +642,12 @@ class Run(Workflow, ModelSQL, ModelView):
         cls.save(runs)
 
     @classmethod
+    def deliver_run_channels(cls, runs):
+        """Deliver the lines of the channels that take the whole run at once
+        (RunLine._run_channels), once every other line was tried"""
+        pass
+
+    @classmethod
     def finish(cls, runs):
         """Notify once the automatic runs whose every line was tried: the
         write makes two workers that finish a run together conflict"""
@@ -829,12 +839,17 @@ class RunLine(ModelSQL, ModelView):
             # workers deliver the slices of one run
             try:
                 with transaction.new_transaction():
-                    pending = {line.run.id for line in cls.search([
-                                ('run', 'in', run_ids),
-                                ('state', '=', 'pending'),
-                                ])}
+                    # One query per run (a task has one or two): whether
+                    # any line is still pending, not the lines themselves
                     finished = [
-                        r for r in Run.browse(run_ids) if r.id not in pending]
+                        r for r in Run.browse(run_ids)
+                        if not cls.search([
+                                ('run', '=', r.id),
+                                ('state', '=', 'pending'),
+                                ('channel', 'not in',
+                                    list(cls._run_channels())),
+                                ], limit=1, order=[])]
+                    Run.deliver_run_channels(finished)
                     Run.build_files(finished)
                     Run.finish(finished)
             except backend.DatabaseOperationalError:
@@ -846,6 +861,57 @@ class RunLine(ModelSQL, ModelView):
             # The queue task is retried, then rescheduled: its lines are
             # never left pending as if they were delivered
             raise locked
+
+    @classmethod
+    def requeue_stalled(cls, timeout=None):
+        """Queue again the pending lines of the delivery tasks that a worker
+        took and never finished
+
+        Tryton's queue never gives a task to another worker once one took
+        it: a worker killed during a task would leave its lines pending
+        until the next night. A task taken longer than timeout seconds ago
+        (default: option delivery_task_timeout of section
+        recurring_invoice) is stalled; the lines that no other task holds
+        are queued again. Delivering a line twice is harmless: a slice
+        locks its lines and delivers only the pending or failed ones."""
+        pool = Pool()
+        Queue = pool.get('ir.queue')
+        if timeout is None:
+            timeout = config.getint(
+                'recurring_invoice', 'delivery_task_timeout', default=1800)
+        now = dt.datetime.now()
+        cutoff = now - dt.timedelta(seconds=timeout)
+        stalled, held, active = [], set(), set()
+        for task in Queue.search([('finished_at', '=', None)]):
+            data = task.data or {}
+            if (data.get('model') != cls.__name__
+                    or data.get('method') != 'deliver'):
+                continue
+            ids = data.get('instances') or []
+            if isinstance(ids, int):
+                ids = [ids]
+            if task.dequeued_at and task.dequeued_at < cutoff:
+                stalled.append(task)
+                held.update(ids)
+            else:
+                # Waiting, rescheduled or running
+                active.update(ids)
+        if not stalled:
+            return
+        lines = []
+        for sub_ids in grouped_slice(
+                sorted(held - active), backend.MAX_QUERY_PARAMS):
+            lines.extend(cls.search([
+                        ('id', 'in', list(sub_ids)),
+                        ('state', '=', 'pending'),
+                        ], order=[('id', 'ASC')]))
+        logger.warning(
+            "%d delivery tasks taken before %s never finished: "
+            "%d pending lines queued again", len(stalled), cutoff, len(lines))
+        Queue.write(stalled, {'finished_at': now})
+        if lines:
+            with Transaction().set_context(queue_batch=True):
+                cls.__queue__.deliver(lines)
 
     @classmethod
     def _deliver_slice(cls, ids, retry=None):
@@ -878,7 +944,7 @@ class RunLine(ModelSQL, ModelView):
             cls._fail(ids, exception)
             return
         try:
-            cls._locked(ids, cls._deliver, retry=retry)
+            mails = cls._locked(ids, cls._deliver, retry=retry)
         except backend.DatabaseOperationalError:
             raise
         except Exception as exception:
@@ -886,6 +952,9 @@ class RunLine(ModelSQL, ModelView):
             _log_failure("delivery of %d lines failed", len(ids),
                 exception=exception)
             cls._fail(ids, exception)
+        else:
+            if mails and mails.failed:
+                cls._fail_mails(mails.failed)
 
     @classmethod
     def _locked(cls, ids, method, retry=None):
@@ -896,10 +965,18 @@ class RunLine(ModelSQL, ModelView):
         if retry is None:
             retry = config.getint('database', 'retry')
         extras = {'_lock_records': {cls._table: list(ids)}}
-        if method == cls._post_slice and _POST_LOCK_TABLES:
-            # The tables posting locked before (the invoice sequence):
-            # taken at the start, posting does not stop to ask for them
-            extras['_lock_tables'] = sorted(_POST_LOCK_TABLES)
+        learnt = None
+        if method == cls._post_slice:
+            # What posting locked before (the sequences): taken at the
+            # start, posting does not stop to ask for it
+            learnt = _POST_LOCKS[transaction.database.name]
+            if not learnt['records']:
+                # The first slice of the process
+                learnt['records'].update(cls._post_locks(ids))
+            if learnt['tables']:
+                extras['_lock_tables'] = sorted(learnt['tables'])
+            for table, table_ids in learnt['records'].items():
+                extras['_lock_records'][table] = sorted(table_ids)
         count = restarts = 0
         while True:
             try:
@@ -922,14 +999,45 @@ class RunLine(ModelSQL, ModelView):
                 if restarts > MAX_RESTARTS:
                     raise
                 exception.fix(extras)
-                if method == cls._post_slice:
-                    _POST_LOCK_TABLES.update(extras.get('_lock_tables', []))
+                if learnt is not None:
+                    learnt['tables'].update(extras.get('_lock_tables', []))
+                    for table, table_ids in extras['_lock_records'].items():
+                        if table in POST_LOCK_SHARED_RECORDS:
+                            learnt['records'].setdefault(
+                                table, set()).update(table_ids)
             except backend.DatabaseOperationalError:
                 # e.g. a serialization failure: try again
                 if count >= retry:
                     raise
                 count += 1
                 time.sleep(LOCK_WAIT * count * (1 + random.random()))
+
+    @classmethod
+    def _post_locks(cls, ids):
+        """Return the records that posting the invoices of the lines locks:
+        {table: ids} of the invoice and move sequences"""
+        pool = Pool()
+        Date = pool.get('ir.date')
+        Period = pool.get('account.period')
+        records = defaultdict(set)
+        with Transaction().new_transaction(readonly=True):
+            today = Date.today()
+            for line in cls.browse(ids):
+                invoice = line.invoice
+                if invoice.state not in {'draft', 'validated'}:
+                    continue
+                # Dated as _post_lines dates it
+                invoice.invoice_date = today
+                try:
+                    sequence, date = invoice._number_sequence()
+                    period = Period.find(invoice.company, date=date)
+                    sequences = [sequence, period.move_sequence_used]
+                except UserError:
+                    # Posting fails with the reason
+                    continue
+                for sequence in sequences:
+                    records[sequence.__class__._table].add(sequence.id)
+        return records
 
     @classmethod
     def _post_slice(cls, lines):
@@ -957,6 +1065,33 @@ class RunLine(ModelSQL, ModelView):
                     'state': 'failed',
                     'message': _message(exception),
                     })
+
+    @classmethod
+    def _fail_mails(cls, failed):
+        """Mark failed the lines whose mail the server did not take after
+        the commit, {line id: reason}; their invoices are not sent"""
+        pool = Pool()
+        Invoice = pool.get('account.invoice')
+        with Transaction().new_transaction():
+            lines = [l for l in cls.browse(list(failed)) if l.state == 'done']
+            for line in lines:
+                line.state = 'failed'
+                line.message = gettext(
+                    'recurring_invoice.msg_run_line_mail_not_taken',
+                    invoice=line.invoice.rec_name,
+                    reason=failed[line.id])
+            cls.save(lines)
+            unsent = [
+                l.invoice for l in lines
+                if not any(
+                    o.channel in cls._sent_channels()
+                    and o.state in {'done', 'manual'}
+                    for o in l.invoice.delivery_lines)]
+            if unsent:
+                Invoice.write(unsent, {
+                        'sent_date': None,
+                        'sent_channel': None,
+                        })
 
     @classmethod
     def _post_lines(cls, lines):
@@ -1013,26 +1148,27 @@ class RunLine(ModelSQL, ModelView):
         "Post what is not posted yet, render the PDFs and deliver the lines"
         pool = Pool()
         Date = pool.get('ir.date')
+        Invoice = pool.get('account.invoice')
         lines, skipped = cls._post_lines(lines)
         failed = {}
-        to_render = {
-            line.invoice for line in lines
-            if line.invoice not in failed
-            and line.channel in cls._pdf_channels()}
+        to_render = list({
+                line.invoice: None for line in lines
+                if line.channel in cls._pdf_channels()})
         started = time.monotonic()
+        reason = None
         try:
-            cls.render_pdfs(list(to_render))
+            cls.render_pdfs(to_render)
         except (TransactionError, backend.DatabaseOperationalError):
             raise
         except UserError as exception:
-            # No converter: fail fast, a later retry renders them
-            for invoice in to_render:
-                failed.setdefault(invoice, _message(exception))
-        for invoice in to_render:
-            if invoice not in failed and not (
-                    invoice.invoice_report_format == 'pdf'
-                    and invoice.invoice_report_cache):
-                failed[invoice] = gettext(
+            # No converter, or some documents failed: the PDFs made are
+            # kept, a later retry renders the others
+            reason = _message(exception)
+        rendered = Invoice.browse([i.id for i in to_render])
+        for invoice, fresh in zip(to_render, rendered):
+            if not (fresh.invoice_report_format == 'pdf'
+                    and fresh.invoice_report_cache):
+                failed[invoice] = reason or gettext(
                     'recurring_invoice.msg_run_line_no_pdf',
                     invoice=invoice.rec_name)
         _share([l for l in lines if l.invoice in to_render],
@@ -1052,6 +1188,7 @@ class RunLine(ModelSQL, ModelView):
             _share(channel_lines, 'sending_time', time.monotonic() - started)
         cls.save(lines + skipped)
         cls.mark_sent(lines, Date.today())
+        return Transaction().join(DeliveryMails(strict=True))
 
     @classmethod
     def _sent_channels(cls):
@@ -1078,6 +1215,12 @@ class RunLine(ModelSQL, ModelView):
             Invoice.write(*to_write)
 
     @classmethod
+    def _run_channels(cls):
+        """The channels delivered once per run, when every other line of
+        the run was tried (Run.deliver_run_channels)"""
+        return set()
+
+    @classmethod
     def _pdf_channels(cls):
         "The channels that deliver the invoice document"
         return {'email', 'letter'}
@@ -1097,6 +1240,8 @@ class RunLine(ModelSQL, ModelView):
         pool = Pool()
         Email = pool.get('ir.email')
         Template = pool.get('ir.email.template')
+        # ir.email queues its mails in this one (it is equal to its own)
+        mails = Transaction().join(DeliveryMails(strict=True))
         for line in lines:
             invoice = line.invoice
             email_template, email_cc, email_bcc = line.get_email_settings()
@@ -1120,12 +1265,15 @@ class RunLine(ModelSQL, ModelView):
                             party=invoice.party.rec_name))
                 cc = _addresses([values.get('cc'), email_cc])
                 bcc = _addresses([values.get('bcc'), email_bcc])
+                queued = len(mails.queue)
                 Email.send(
                     to=to, cc=cc, bcc=bcc,
                     subject=values.get('subject', ''),
                     body=values.get('body', ''),
                     record=(invoice.__name__, invoice.id),
                     reports=values.get('reports'))
+                for index in range(queued, len(mails.queue)):
+                    mails.lines[index] = line.id
             except (TransactionError, backend.DatabaseOperationalError):
                 raise
             except Exception as exception:
@@ -1150,6 +1298,51 @@ class RunLine(ModelSQL, ModelView):
         "Direct debits are collected by staff"
         for line in lines:
             line.state = 'manual'
+
+
+class DeliveryMails(SMTPDataManager):
+    """The mails of a delivery slice, sent after its commit as Tryton sends
+    them, one by one: a mail the server does not take is remembered with
+    its line (failed), the others are still sent"""
+
+    def __init__(self, uri=None, strict=False):
+        super().__init__(uri=uri, strict=strict)
+        self.lines = {}
+        self.failed = {}
+
+    def tpc_vote(self, trans):
+        # Joined by the slice: connect only if it has mails
+        if self.queue:
+            super().tpc_vote(trans)
+
+    def tpc_finish(self, trans):
+        if self._server is None:
+            return
+        for index, (from_addr, to_addrs, msg) in enumerate(self.queue):
+            try:
+                server = send_message(
+                    msg, from_addr, to_addrs, server=self._server,
+                    strict=True)
+            except Exception as exception:
+                if isinstance(exception, smtplib.SMTPResponseException):
+                    error = exception.smtp_error
+                    if isinstance(error, bytes):
+                        error = error.decode('utf-8', 'replace')
+                    reason = '%s %s' % (exception.smtp_code, error)
+                else:
+                    reason = _message(exception)
+                logger.warning("mail %s not taken: %s",
+                    msg['Message-ID'], reason)
+                if index in self.lines:
+                    self.failed[self.lines[index]] = reason
+            else:
+                if server:
+                    self._server = server
+        try:
+            self._server.quit()
+        except Exception:
+            self._server.close()
+        self._finish()
 
 
 class PostError(Exception):

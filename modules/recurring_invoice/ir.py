@@ -12,5 +12,8 @@ class Cron(metaclass=PoolMeta):
         cls.method.selection.append(
             ('sale.subscription|generate_recurring_invoices',
                 "Generate Recurring Invoices"))
+        cls.method.selection.append(
+            ('account.invoice.run.line|requeue_stalled',
+                "Queue Stalled Deliveries Again"))
         cls._notifications.add(
             'sale.subscription|generate_recurring_invoices')

@@ -691,15 +691,31 @@ class Sao:
         """Download the file of the binary field name as a user does:
         Save As, then the link of the Download dialog; return its path in
         directory once it is complete"""
-        element = self.js("""
-            const widget = Sao.Tab.tabs.get_current().screen.current_view
-                .widgets[arguments[0]][0];
-            return widget.but_save_as ? widget.but_save_as[0] : null;
-            """, name)
-        if element is None:
+        def save_as():
+            return self.js("""
+                const widget = Sao.Tab.tabs.get_current().screen.current_view
+                    .widgets[arguments[0]][0];
+                return widget.but_save_as ? widget.but_save_as[0] : null;
+                """, name)
+        if save_as() is None:
             raise NoSuchElementException(f"no Save As on the field {name}")
         before = set(os.listdir(directory))
-        self.click(element)
+        # sao may display the record again after a button (a reload):
+        # the button is looked up again for each try, never a stale one
+        self.idle()
+
+        def clicked(driver):
+            element = save_as()
+            if element is None:
+                return False
+            self.js("arguments[0].scrollIntoView({block: 'center'});",
+                element)
+            try:
+                element.click()
+            except ElementClickInterceptedException:
+                return False
+            return True
+        self.wait(clicked, f"Save As of {name} to take the click")
         dialog = self.dialog()
         link = self.visible('a[download]', dialog)
         filename = link.get_attribute('download')

@@ -7,7 +7,10 @@ database with both modules activated and the demo data of
 ``tests/demo_data.py`` loaded, copies it into a temporary directory, and
 starts ``trytond`` on 127.0.0.1 with the web client of ``var/sao/package``
 as its ``[web] root`` and an in-process SMTP sink as its ``[email] uri``.
-``stop()`` ends all of it.
+``stop()`` ends all of it.  While the demo data is loaded, an in-process
+WebDAV server (``DavSink``, files in var/browser/dav/) takes the uploads
+of the demo's document store; the DATEV folder of the demo is
+var/browser/datev/ (``DATEV_DIR``).
 
 Nothing of trytond is imported here: the test process may run the
 module tests with another configuration, so trytond runs in
@@ -50,6 +53,10 @@ ADMIN_PASSWORD = 'admin'
 ADMIN_EMAIL = 'admin@example.com'
 MODULES = ['recurring_invoice', 'dispatch_order']
 HOST = '127.0.0.1'
+# the folder target of the demo's DATEV exports, the files of its
+# document store (tests/demo_data.py: DEMO_DATEV_DIR, DEMO_DAV_PORT)
+DATEV_DIR = os.path.join(VAR, 'datev')
+DAV_ROOT = os.path.join(VAR, 'dav')
 
 
 def log(message):
@@ -146,6 +153,58 @@ class MailSink:
             self._controller = None
 
 
+class DavSink:
+    """A WebDAV server (wsgidav on cheroot, anonymous) on 127.0.0.1 that
+    stores the uploads in root"""
+
+    def __init__(self, root=DAV_ROOT):
+        self.root = root
+        self.port = None
+        self._server = None
+        self._thread = None
+
+    def start(self):
+        import threading
+
+        from cheroot import wsgi
+        from wsgidav.fs_dav_provider import FilesystemProvider
+        from wsgidav.wsgidav_app import WsgiDAVApp
+        os.makedirs(self.root, exist_ok=True)
+        self.port = free_port()
+        app = WsgiDAVApp({
+                'host': HOST,
+                'port': self.port,
+                'provider_mapping': {'/': FilesystemProvider(self.root)},
+                'simple_dc': {'user_mapping': {'*': True}},
+                'http_authenticator': {
+                    'domain_controller':
+                        'wsgidav.dc.simple_dc.SimpleDomainController',
+                    'accept_basic': True,
+                    'accept_digest': False,
+                    'default_to_digest': False,
+                    },
+                'verbose': 0,
+                'logging': {'enable': False},
+                'dir_browser': {'enable': False},
+                'property_manager': True,
+                'lock_storage': True,
+                })
+        self._server = wsgi.Server(
+            (HOST, self.port), app, numthreads=4, timeout=5,
+            shutdown_timeout=1)
+        self._server.prepare()
+        self._thread = threading.Thread(
+            target=self._server.serve, name='dav-sink', daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        if self._server:
+            self._server.stop()
+            self._thread.join(5)
+            self._server = self._thread = None
+
+
 def write_config(path, database_path, web_port=None, smtp_port=None):
     lines = [
         "# written by tests/browser/server.py",
@@ -218,9 +277,18 @@ def build_database(directory, smtp_port, logfile):
         [bin_path('trytond-admin'), '-c', conf, '-d', DATABASE,
             '-u', *MODULES, '--activate-dependencies'],
         logfile, env, "trytond-admin -u", 900)
-    timings['demo data'] = _run(
-        [sys.executable, DEMO_DATA, '-d', DATABASE, '-c', conf],
-        logfile, env, "tests/demo_data.py", 900)
+    # the nightly runs of the demo upload to its document store and
+    # export to its DATEV folder
+    shutil.rmtree(DAV_ROOT, ignore_errors=True)
+    dav = DavSink(DAV_ROOT).start()
+    try:
+        timings['demo data'] = _run(
+            [sys.executable, DEMO_DATA, '-d', DATABASE, '-c', conf],
+            logfile, subprocess_env(
+                DEMO_DAV_PORT=str(dav.port), DEMO_DATEV_DIR=DATEV_DIR),
+            "tests/demo_data.py", 900)
+    finally:
+        dav.stop()
     os.remove(conf)
     return timings
 
@@ -305,6 +373,8 @@ class BrowserServer:
             return self.attach(attach)
         start = time.monotonic()
         os.makedirs(VAR, exist_ok=True)
+        # the DATEV target of the demo data (transfers of the tests)
+        os.makedirs(DATEV_DIR, exist_ok=True)
         self.mail.start()
         self.workdir = tempfile.mkdtemp(prefix='run-', dir=VAR)
         db_dir = os.path.join(self.workdir, 'db')

@@ -18,8 +18,9 @@ from trytond import backend
 from trytond.modules.company.tests.tools import create_company, get_company
 from trytond.model import fields
 from trytond.tests.test_tryton import DB_NAME, drop_db
-from trytond.tests.tools import activate_modules
 from trytond.transaction import Transaction
+
+from turnus.testing import activate_modules
 
 from ..subscription import BATCH_SIZE
 from .tools import (

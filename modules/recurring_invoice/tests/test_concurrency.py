@@ -15,7 +15,8 @@ from trytond import backend
 from trytond.modules.account.tests.tools import create_chart
 from trytond.modules.company.tests.tools import create_company, get_company
 from trytond.tests.test_tryton import DB_NAME, drop_db
-from trytond.tests.tools import activate_modules
+
+from turnus.testing import activate_modules
 
 from .tools import (
     create_contract, generate_invoices, get_contract_data, setup_contract_data)

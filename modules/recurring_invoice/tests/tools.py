@@ -9,8 +9,15 @@ from proteus import config as pconfig
 from trytond.modules.account.tests.tools import create_tax, get_accounts
 
 __all__ = [
-    'setup_contract_data', 'get_contract_data', 'create_contract',
+    'create_eur_company', 'setup_contract_data', 'get_contract_data', 'create_contract',
     'generate_invoices']
+
+
+def create_eur_company(config=None):
+    "Create the company with the euro as its currency"
+    from trytond.modules.company.tests.tools import create_company
+    from trytond.modules.currency.tests.tools import get_currency
+    create_company(currency=get_currency('EUR', config=config), config=config)
 
 
 def setup_contract_data(config=None):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # This file is part of Turnus.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 """Benchmark of the invoice PDF rendering (not a test).
@@ -19,23 +18,19 @@ print_invoice does), then times, in seconds per invoice:
 
 Before each run the report caches are emptied (or set back to the ODT).
 
-Usage::
+Usage (it prints the table of doc/rendering.md, section "Figures")::
 
-    python tests/benchmark_render.py [-n 50] [--no-core]
+    python -m tests.benchmark.render [-n 50] [--no-core]
 """
 import argparse
 import datetime as dt
 import os
-import sys
 import time
 from decimal import Decimal
 
+from .harness import log, table
+
 os.environ.setdefault('DB_NAME', ':memory:')
-
-
-def log(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr,
-        flush=True)
 
 
 def setup(n):
@@ -182,10 +177,9 @@ def main():
             restore_odt),
         ]
     print(f"\n{args.n} invoices, {os.cpu_count()} CPUs\n")
-    print("| way | s | s / invoice |")
-    print("|---|---|---|")
-    for label, elapsed, per_invoice in results:
-        print(f"| {label} | {elapsed:.1f} | {per_invoice:.3f} |")
+    print('\n'.join(table(["way", "s", "s / invoice"], [
+                    [label, f"{elapsed:.1f}", f"{per_invoice:.3f}"]
+                    for label, elapsed, per_invoice in results])))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,218 @@
+# This file is part of Turnus.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""The data of the nightly scenarios (nightly, delivery, workers): N
+running monthly contracts, one line and one customer each, all due on
+due_date().  Child steps ``template`` and ``populate``, by flavour:
+
+* ``turnus``: recurring_invoice, recurrence by the wizard
+  ``sale.subscription.setup_recurrence`` (catch up);
+* ``core``: sale_subscription alone, the service's consumption recurrence
+  and the contract's invoice recurrence monthly;
+* ``delivery``: as turnus, plus a fiscal year to post in, customers with an
+  e-mail address, each contract its own standard delivery (post, e-mail,
+  the module's template "Invoice"), automatic delivery on (company too).
+"""
+import datetime as dt
+import time
+
+from .harness import (
+    contract_values, create_database, create_parties, init_trytond,
+    run_wizard, start_contracts, worker_pool)
+
+# Records created or processed in one call while populating
+SLICE = 500
+PRICE = 100
+FLAVOURS = {
+    'turnus': ['recurring_invoice'],
+    'core': ['sale_subscription'],
+    'delivery': ['recurring_invoice'],
+    }
+
+
+def due_date():
+    "The date on which every contract is due: first day of last month"
+    first = dt.date.today().replace(day=1)
+    return (first - dt.timedelta(days=1)).replace(day=1)
+
+
+def template(spec):
+    "Database, modules, company, chart, tax and the subscription service"
+    from decimal import Decimal
+
+    from proteus import Model
+    from proteus import config as pconfig
+
+    from trytond.modules.account.tests.tools import (
+        create_chart, create_fiscalyear, create_tax, get_accounts)
+    from trytond.modules.account_invoice.tests.tools import (
+        set_fiscalyear_invoice_sequences)
+    from trytond.modules.company.tests.tools import create_company
+
+    start = time.monotonic()
+    flavour = spec['flavour']
+    init_trytond(spec)
+    create_database(spec['db'], FLAVOURS[flavour], translatable=True)
+    config = pconfig.set_trytond(
+        database=spec['db'], config_file=spec['config'])
+    create_company(config=config)
+    create_chart(config=config)
+
+    accounts = get_accounts()
+    tax = create_tax(Decimal('.19'))
+    tax.save()
+    category = Model.get('product.category')(name="Services")
+    category.accounting = True
+    category.account_revenue = accounts['revenue']
+    category.customer_taxes.append(tax)
+    category.save()
+
+    unit, = Model.get('product.uom').find([('name', '=', "Unit")])
+    product_template = Model.get('product.template')(name="Maintenance")
+    product_template.default_uom = unit
+    product_template.type = 'service'
+    product_template.list_price = Decimal(PRICE)
+    product_template.account_category = category
+    product_template.save()
+    product, = product_template.products
+    service = Model.get('sale.subscription.service')(product=product)
+    if flavour == 'core':
+        # Core has no recurrence wizard: the service gives the consumption
+        # recurrence and the contract the invoice recurrence
+        monthly = Model.get('sale.subscription.recurrence.rule.set')(
+            name="Monthly")
+        # The rule set comes with an empty rule for a user
+        rule = monthly.rules[0] if monthly.rules else monthly.rules.new()
+        rule.freq = 'monthly'
+        rule.interval = 1
+        monthly.save()
+        service.consumption_recurrence = monthly
+    service.save()
+
+    if flavour == 'delivery':
+        # Automatic posting dates the invoices of past periods today
+        date, today = dt.date.fromisoformat(spec['date']), dt.date.today()
+        fiscalyear = set_fiscalyear_invoice_sequences(
+            create_fiscalyear(today=(min(date, today), max(date, today))))
+        fiscalyear.click('create_period')
+        configuration = Model.get('sale.configuration')(1)
+        configuration.automatic_delivery = True
+        configuration.save()
+    return {'seconds': time.monotonic() - start}
+
+
+def populate(spec):
+    "Create N customers and N running contracts due on spec['date']"
+    from trytond.transaction import Transaction
+
+    start = time.monotonic()
+    db, n, flavour = spec['db'], spec['n'], spec['flavour']
+    date = dt.date.fromisoformat(spec['date'])
+    pool, context = worker_pool(spec)
+    Product = pool.get('product.product')
+    Subscription = pool.get('sale.subscription')
+
+    with Transaction().start(db, 0, context=context) as transaction:
+        company = pool.get('company.company')(context['company'])
+        service, = pool.get('sale.subscription.service').search([])
+        product = service.product
+        with Transaction().set_context(
+                currency=company.currency.id, sale_date=date,
+                uom=product.sale_uom.id):
+            unit_price = Product.get_sale_price([product], 1)[product.id]
+        line_values = {
+            'service': service.id,
+            'quantity': 1,
+            'unit': product.sale_uom.id,
+            'unit_price': unit_price,
+            'start_date': date,
+            }
+        if service.consumption_recurrence:
+            line_values['consumption_recurrence'] = (
+                service.consumption_recurrence.id)
+
+        ids = []
+        for offset in range(0, n, SLICE):
+            parties = create_parties(pool, offset + 1,
+                min(SLICE, n - offset), email=flavour == 'delivery' and (
+                    "customer{:05d}@example.com"))
+            extra = {'invoice_recurrence': service.consumption_recurrence.id
+                } if flavour == 'core' else {}
+            values = [contract_values(company, party, date,
+                    [dict(line_values)], **extra) for party in parties]
+            ids.extend(s.id for s in Subscription.create(values))
+            transaction.commit()
+
+        slices = [ids[o:o + SLICE] for o in range(0, n, SLICE)]
+        if flavour != 'core':
+            # The recurrence wizard, as a user would run it on a selection
+            for sub_ids in slices:
+                run_wizard(pool, 'sale.subscription.setup_recurrence',
+                    sub_ids, {'start': {
+                            'preset': 'monthly',
+                            'interval': 1,
+                            'months': [],
+                            'invoice_timing': 'advance',
+                            'catch_up': True,
+                            'start_date': date,
+                            }})
+                transaction.commit()
+        if flavour == 'delivery':
+            for sub_ids in slices:
+                _setup_deliveries(pool, sub_ids)
+                transaction.commit()
+        start_contracts(pool, slices)
+
+        due = Subscription.search_count([
+                ('state', '=', 'running'),
+                ('next_invoice_date', '=', date),
+                ])
+        # core's sale_subscription has no delivery settings
+        automatic = Subscription.search_count([
+                ('automatic_delivery', '=', True),
+                ('standard_delivery', '!=', None),
+                ]) if flavour == 'delivery' else n
+    if due != n or automatic != n:
+        raise AssertionError(f"{due} contracts due on {date}, {automatic} "
+            f"with automatic delivery, expected {n}")
+    return {'seconds': time.monotonic() - start, 'due': due}
+
+
+def _setup_deliveries(pool, sub_ids):
+    """Give each contract its own standard delivery (post, e-mail with the
+    template of the module) and switch its automatic delivery on"""
+    from trytond.transaction import Transaction
+
+    Delivery = pool.get('sale.subscription.delivery')
+    Subscription = pool.get('sale.subscription')
+    template_id = pool.get('ir.model.data').get_id(
+        'recurring_invoice', 'email_template_invoice')
+    deliveries = Delivery.create([{
+                'kind': 'standard',
+                'post': True,
+                'channels': ['email'],
+                'email_template': template_id,
+                } for _ in sub_ids])
+    args = []
+    for sub_id, delivery in zip(sub_ids, deliveries):
+        args.extend([Subscription.browse([sub_id]), {
+                    'standard_delivery': delivery.id,
+                    'automatic_delivery': True,
+                    }])
+    # Switching automatic delivery on asks for confirmation
+    with Transaction().set_context(_skip_warnings=True):
+        Subscription.write(*args)
+
+
+def filled(backend, flavour, sizes, timeout, date=None):
+    """Build the template database of flavour, then one filled copy per
+    size: {n: (database, populate result)}"""
+    date = (date or due_date()).isoformat()
+    spec = {'db': backend.db_name('tpl', flavour), 'flavour': flavour,
+        'date': date}
+    backend.build(template, spec, timeout)
+    databases = {}
+    for n in sizes:
+        db = backend.db_name(flavour, n)
+        databases[n] = (db, backend.build(populate, dict(spec, db=db, n=n),
+                timeout, copy_of=spec['db']))
+    return databases
