@@ -49,7 +49,9 @@ DAV_HOST=127.0.0.1
 DAV_PORT=${DEMO_DAV_PORT:-8090}
 export DEMO_DAV_PORT=$DAV_PORT
 MAIL_FROM="Turnus Demo GmbH <rechnung@turnus-demo.example>"
-MODULES=(recurring_invoice dispatch_order)
+# account_payment_sepa (optional, installed with the test extra): the
+# direct debits of the demo are collected with SEPA payments
+MODULES=(recurring_invoice dispatch_order account_payment_sepa)
 
 VAR=$ROOT/var
 CONF=$VAR/trytond.conf

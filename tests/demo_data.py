@@ -28,6 +28,14 @@ DATEV: the consultant and client numbers, SKR 03, 8400 and 8300 automatic
 accounts, the folder target "DATEV Belegtransfer" (DEMO_DATEV_DIR, default
 var/datev/) where each night's Buchungsstapel lands; the accountant
 exports a month from Financial › Reporting › Export to DATEV.
+With account_payment_sepa activated (scripts/demo.sh does), SEPA direct
+debit: the company's creditor identifier, bank account and payment
+journal "SEPA-Lastschrift", the validated mandate of the customer of
+DIRECT_DEBIT_CONTRACT; its nights prepare the payments and a payment
+group per run (see DIRECT_DEBIT_CONTRACT).  Spare parts (MATERIALS) are
+billed on additional invoices: by the office with the wizard "Create
+Additional Invoice" (ADDITIONAL_INVOICE_CONTRACT) and by today's repair
+order of REPAIR_CONTRACT, done with a billable line.
 
 Then it replays the past: each contract is activated on its own day
 (Date.today() of the server answers that day, see demo_today), and the
@@ -184,6 +192,39 @@ AUTOMATIC_DELIVERY = [
 # database made before them (the others are left as the office set them)
 NEW_CHANNELS = ['datev', 'document_store']
 
+# SEPA direct debit (with account_payment_sepa activated): the company's
+# creditor identifier, its bank and account, the payment journal of the
+# collections; the customer of DIRECT_DEBIT_CONTRACT (delivered by letter
+# and direct debit) signed a recurrent mandate for its account on the
+# contract's activation day, so each night that posts one of its invoices
+# prepares the draft payment and the run's payment group (the groups of
+# the past nights are processed: their pain.008 is generated, the last one
+# waits for "Process Payments")
+DIRECT_DEBIT_CONTRACT = 19
+SEPA_CREDITOR_IDENTIFIER = 'DE98ZZZ09999999999'
+# bank name, BIC, IBAN of the company, of the customer
+SEPA_COMPANY_BANK = (
+    "Commerzbank AG", 'COBADEFFXXX', 'DE89370400440532013000')
+SEPA_CUSTOMER_BANK = (
+    "Förde Sparkasse", 'NOLADE21KIE', 'DE68210501700012345678')
+SEPA_MANDATE = 'MANDAT-0001'
+SEPA_JOURNAL_NAME = "SEPA-Lastschrift"
+
+# Goods sold beside the contracts: name, code, list price (net, EUR)
+MATERIALS = [
+    ("Ersatzfilter Kaffeeautomat", "ERSATZFILTER", Decimal('14.90')),
+    ("Luftfilter F7", "LUFTFILTER-F7", Decimal('24.50')),
+    ]
+# An additional invoice: ADDITIONAL_INVOICE_DAYS before today the office
+# billed the customer of this contract the ordered spare filters with the
+# wizard "Create Additional Invoice" (material code, quantity); the
+# contract's additional delivery settings (ADDITIONAL_CHANNELS, posted)
+# deliver it the night after
+ADDITIONAL_INVOICE_CONTRACT = 19
+ADDITIONAL_INVOICE_DAYS = 10
+ADDITIONAL_INVOICE_LINES = [("ERSATZFILTER", 2)]
+ADDITIONAL_CHANNELS = ['email', 'direct_debit']
+
 # DATEV: the tax advisor's consultant number (Beraternummer) and the
 # company's client number (Mandantennummer), SKR 03 with 4-digit G/L
 # accounts; the revenue accounts are automatic accounts (DATEV derives the
@@ -331,6 +372,17 @@ SERVICE_ADDRESS = (
     "Köln")
 # The customer called off the first visit of this contract
 CANCELLED_VISIT_CONTRACT = 6
+# Today a technician (index in TECHNICIANS) repaired the ventilation of
+# this contract on a dispatch order of its own and fitted material that is
+# not part of the contract: its billable lines (material code, quantity)
+# are billed on an additional invoice of the contract when it is done (a
+# draft for the office), the other line is the work under the contract
+REPAIR_CONTRACT = 15
+REPAIR_DESCRIPTION = "Störung Lüftungsanlage Druckhalle"
+REPAIR_TECHNICIAN = 0
+REPAIR_LINES = [("LUFTFILTER-F7", 4)]
+REPAIR_WORK = ("WART-KLIMA", "Lüftungsanlage entstört, Filter getauscht")
+REPAIR_NOTES = "Luftfilter stark verschmutzt, vier Filter F7 eingebaut."
 # The dispatcher plans the orders due within DISPATCH_HORIZON days of
 # today; the orders created in the last DISPATCH_BACKLOG_NIGHTS nights and
 # those due later wait to be planned ("To Plan")
@@ -913,6 +965,39 @@ def setup_services(accounts, taxes):
     return services
 
 
+def setup_materials():
+    """The goods of MATERIALS (spare parts sold beside the contracts), in
+    the category of the services; return the products by code"""
+    from proteus import Model
+    Category = Model.get('product.category')
+    Template = Model.get('product.template')
+    Product = Model.get('product.product')
+    Uom = Model.get('product.uom')
+
+    category, = Category.find([('name', '=', CATEGORY_NAME)])
+    unit, = Uom.find([('name', '=', "Unit")])
+    materials = {}
+    new = 0
+    for name, code, price in MATERIALS:
+        products = Product.find([('code', '=', code)])
+        if products:
+            materials[code], = products
+            continue
+        template = Template(name=name)
+        template.code = code
+        template.type = 'goods'
+        template.default_uom = unit
+        template.list_price = price
+        template.salable = True
+        template.account_category = category
+        template.save()
+        materials[code], = template.products
+        new += 1
+    if new:
+        log(f"{new} material products")
+    return materials
+
+
 def setup_contracts(config, customers, services, today):
     """Create the contracts of _contracts that are missing, as drafts set
     up with the wizard "Set Up Recurrence" (it creates and names the rule
@@ -1150,6 +1235,252 @@ def add_channels(subscription, channels, store):
         f"{', '.join(missing)} added")
 
 
+def get_contract(number):
+    "Return the demo contract of the reference number or None"
+    from proteus import Model
+    Subscription = Model.get('sale.subscription')
+    found = Subscription.find([
+            ('reference', '=', f'{REFERENCE_PREFIX}{number:03d}')])
+    return found[0] if found else None
+
+
+def sepa_activated():
+    "Whether the optional module account_payment_sepa is activated"
+    from proteus import Model
+    Module = Model.get('ir.module')
+    return bool(Module.find([
+                ('name', '=', 'account_payment_sepa'),
+                ('state', '=', 'activated'),
+                ]))
+
+
+def get_bank_account(party, bank_name, bic, iban):
+    """Return the IBAN (bank.account.number) of the party at the bank,
+    the bank and the account created if missing"""
+    from proteus import Model
+    Bank = Model.get('bank')
+    Account = Model.get('bank.account')
+    Number = Model.get('bank.account.number')
+    Party = Model.get('party.party')
+    numbers = Number.find([
+            ('type', '=', 'iban'),
+            ('number_compact', '=', iban),
+            ('account.owners', '=', party.id),
+            ])
+    if numbers:
+        return numbers[0]
+    banks = Bank.find([('bic', '=', bic)])
+    if banks:
+        bank, = banks
+    else:
+        parties = Party.find([('name', '=', bank_name)])
+        bank_party = parties[0] if parties else Party(name=bank_name)
+        if bank_party.id is None or bank_party.id < 0:
+            bank_party.save()
+        bank = Bank(party=bank_party, bic=bic)
+        bank.save()
+    account = Account(bank=bank)
+    account.owners.append(Party(party.id))
+    number = account.numbers.new()
+    number.type = 'iban'
+    number.number = iban
+    account.save()
+    log(f"bank account {account.numbers[0].number} of {party.name} "
+        f"at {bank_name}")
+    return account.numbers[0]
+
+
+def setup_direct_debit(company, today):
+    """SEPA direct debit, with account_payment_sepa activated: the
+    company's creditor identifier and bank account, the payment journal
+    SEPA_JOURNAL_NAME as the direct-debit journal of the sale
+    configuration, the validated mandate of the customer of
+    DIRECT_DEBIT_CONTRACT (only what is missing)"""
+    from proteus import Model
+    if not sepa_activated():
+        log("account_payment_sepa not activated: the direct debits are "
+            "left to staff")
+        return None
+    Configuration = Model.get('sale.configuration')
+    Journal = Model.get('account.payment.journal')
+    Mandate = Model.get('account.payment.sepa.mandate')
+    Party = Model.get('party.party')
+    party = Party(company.party.id)
+    if not any(i.type == 'eu_at_02' for i in party.identifiers):
+        identifier = party.identifiers.new()
+        identifier.type = 'eu_at_02'
+        identifier.code = SEPA_CREDITOR_IDENTIFIER
+        party.save()
+        log(f"SEPA creditor identifier {SEPA_CREDITOR_IDENTIFIER}")
+    iban = get_bank_account(party, *SEPA_COMPANY_BANK)
+
+    journals = Journal.find([('name', '=', SEPA_JOURNAL_NAME)])
+    if journals:
+        journal, = journals
+    else:
+        journal = Journal(name=SEPA_JOURNAL_NAME)
+        journal.process_method = 'sepa'
+        journal.sepa_bank_account_number = iban
+        journal.sepa_payable_flavor = 'pain.001.001.03'
+        journal.sepa_receivable_flavor = 'pain.008.001.02'
+        journal.save()
+        log(f"payment journal {SEPA_JOURNAL_NAME} ({iban.number})")
+    configuration = Configuration(1)
+    if not configuration.direct_debit_journal:
+        configuration.direct_debit_journal = journal
+        configuration.save()
+        log(f"direct-debit journal: {SEPA_JOURNAL_NAME}")
+
+    contract = get_contract(DIRECT_DEBIT_CONTRACT)
+    if not contract:
+        return journal
+    customer = contract.party
+    if not Mandate.find([
+                ('party', '=', customer.id),
+                ('state', '=', 'validated'),
+                ]):
+        account = get_bank_account(customer, *SEPA_CUSTOMER_BANK)
+        mandates = Mandate.find([('identification', '=', SEPA_MANDATE)])
+        if mandates:
+            mandate, = mandates
+        else:
+            mandate = Mandate(party=customer)
+            mandate.account_number = account
+            mandate.identification = SEPA_MANDATE
+            mandate.type = 'recurrent'
+            # signed when the contract was concluded
+            values = _contracts(today)[DIRECT_DEBIT_CONTRACT - 1]
+            mandate.signature_date = min(values['activated'] or today, today)
+            mandate.save()
+        if mandate.state == 'draft':
+            mandate.click('request')
+        if mandate.state == 'requested':
+            mandate.click('validate_mandate')
+        log(f"SEPA mandate {SEPA_MANDATE} of {customer.name} "
+            f"({account.number}): {mandate.state}")
+    return journal
+
+
+def process_payment_groups(config, journal):
+    """The office processed the payment groups of the past nights (core
+    generates their SEPA message, pain.008) on the night's day, except the
+    last one, left to the button "Process Payments" of the group"""
+    from proteus import Model
+    Group = Model.get('account.payment.group')
+    RunLine = Model.get('account.invoice.run.line')
+    groups = Group.find([
+            ('journal', '=', journal.id),
+            ('kind', '=', 'receivable'),
+            ], order=[('id', 'ASC')])
+    groups = [g for g in groups if not g.sepa_messages]
+    for group in groups[:-1]:
+        lines = RunLine.find([('payment.group', '=', group.id)], limit=1)
+        day = lines[0].run.date if lines else None
+        with (demo_today(config, day) if day
+                else contextlib.nullcontext()):
+            group.click('process_payments')
+    if groups:
+        log(f"  SEPA: {len(groups) - 1} payment group(s) of past nights "
+            f"processed, 1 to process")
+
+
+def setup_additional_delivery():
+    """The additional delivery settings of ADDITIONAL_INVOICE_CONTRACT:
+    posted, delivered by ADDITIONAL_CHANNELS (when it has none)"""
+    contract = get_contract(ADDITIONAL_INVOICE_CONTRACT)
+    if not contract:
+        return
+    if not contract.additional_delivery:
+        contract.click('delivery_settings')
+        contract.reload()
+    delivery = contract.additional_delivery
+    if delivery.channels:
+        return
+    delivery.post = True
+    delivery.channels = ADDITIONAL_CHANNELS
+    if 'email' in ADDITIONAL_CHANNELS:
+        delivery.email_cc = DELIVERY_CC
+    delivery.save()
+    log(f"contract {contract.reference}: additional invoices posted, "
+        f"{', '.join(ADDITIONAL_CHANNELS)}")
+
+
+def create_additional_invoice(config, day, materials):
+    """The office bills the ADDITIONAL_INVOICE_LINES to the customer of
+    ADDITIONAL_INVOICE_CONTRACT on day with the wizard "Create Additional
+    Invoice" (once: not if the contract has an additional invoice of them)"""
+    from proteus import Model, Wizard
+    Invoice = Model.get('account.invoice')
+    contract = get_contract(ADDITIONAL_INVOICE_CONTRACT)
+    if not contract or contract.state != 'running':
+        return
+    products = [materials[code].id for code, _ in ADDITIONAL_INVOICE_LINES]
+    if Invoice.find([
+                ('subscription', '=', contract.id),
+                ('subscription_kind', '=', 'additional'),
+                ('lines.product', 'in', products),
+                ('lines.origin', '=', None),
+                ]):
+        return
+    with demo_today(config, day):
+        additional = Wizard(
+            'sale.subscription.create_additional_invoice', [contract])
+        additional.form.invoice_date = day
+        for code, quantity in ADDITIONAL_INVOICE_LINES:
+            line = additional.form.lines.new()
+            line.product = materials[code]
+            line.quantity = quantity
+        additional.execute('create_invoice')
+    invoice, = Invoice.find([
+            ('subscription', '=', contract.id),
+            ('subscription_kind', '=', 'additional'),
+            ], order=[('id', 'DESC')], limit=1)
+    log(f"  additional invoice of {contract.reference} on {day}: "
+        f"{invoice.untaxed_amount} EUR net")
+
+
+def bill_repair(config, today, technicians, materials, services):
+    """The repair of REPAIR_CONTRACT today: a dispatch order of its own
+    with the billable material of REPAIR_LINES and the work REPAIR_WORK,
+    planned and done by the technician, which bills the material on an
+    additional invoice of the contract (once)"""
+    from proteus import Model
+    Order = Model.get('dispatch.order')
+    contract = get_contract(REPAIR_CONTRACT)
+    if not contract or contract.state != 'running':
+        return
+    if Order.find([
+                ('contract', '=', contract.id),
+                ('description', '=', REPAIR_DESCRIPTION),
+                ]):
+        return
+    with demo_today(config, today):
+        order = Order(contract=contract)
+        order.description = REPAIR_DESCRIPTION
+        for code, quantity in REPAIR_LINES:
+            line = order.lines.new()
+            line.billable = True
+            line.product = materials[code]
+            line.quantity = quantity
+        code, description = REPAIR_WORK
+        work = order.lines.new()
+        work.product = services[code].product
+        work.description = description
+        work.quantity = 1
+        order.employee = technicians[REPAIR_TECHNICIAN]
+        order.planning_date = today
+        order.execution_date = today
+        order.notes = REPAIR_NOTES
+        order.save()
+        order.click('plan')
+        order.click('do')
+    order.reload()
+    log(f"dispatch order {order.number} ({contract.reference}, "
+        f"{REPAIR_DESCRIPTION}): done, material billed on the additional "
+        f"invoice of {order.invoice.untaxed_amount} EUR net "
+        f"({order.invoice.state})")
+
+
 def run_night(date):
     "Run the nightly pipeline for date (the core wizard calls it)"
     from proteus import Wizard
@@ -1256,10 +1587,11 @@ def activate(contracts):
             f"next invoice {contract.next_invoice_date}")
 
 
-def replay(config, today, activations, generate=True):
+def replay(config, today, activations, generate=True, tasks=None):
     """Replay the days from the first activation to today: on each day
     the nightly run (00:05) if invoices are due, then the activation of
-    the contracts of that day, each with Date.today() answering that day
+    the contracts of that day and the office's tasks of that day (tasks:
+    {day: [function]}), each with Date.today() answering that day
 
     So the start date rules count from each contract's own activation
     day, the contracts that catch up get the invoices of their past
@@ -1277,6 +1609,7 @@ def replay(config, today, activations, generate=True):
     pending = dict(activations)
     if not pending:
         return
+    tasks = {d: list(t) for d, t in (tasks or {}).items() if d <= today}
     existing = {r.id for r in Run.find([])}
     last = None
     nights = 0
@@ -1284,6 +1617,8 @@ def replay(config, today, activations, generate=True):
         days = []
         if pending:
             days.append(min(pending))
+        if tasks:
+            days.append(min(tasks))
         due = None
         if generate:
             found = Subscription.find([
@@ -1312,6 +1647,8 @@ def replay(config, today, activations, generate=True):
                 nights += 1
             if day in pending:
                 activate(pending.pop(day))
+            for task in tasks.pop(day, []):
+                task()
         last = day
 
     runs = Run.find([
@@ -1639,6 +1976,9 @@ def main(database, config_file, date=None, generate=True, contracts=True):
     # before the activations, so that the nightly runs post and deliver
     # the invoices
     setup_delivery(config, customers, store)
+    setup_additional_delivery()
+    journal = setup_direct_debit(company, today)
+    materials = setup_materials()
     Invoice = Model.get('account.invoice')
     Subscription = Model.get('sale.subscription')
     Run = Model.get('account.invoice.run')
@@ -1649,8 +1989,17 @@ def main(database, config_file, date=None, generate=True, contracts=True):
         log("activating the contracts on their days"
             + (f" and replaying the nights up to {today}"
                 if generate else ""))
-        replay(config, today, activations, generate)
+        # the office's additional invoice, delivered the night after
+        day = today - dt.timedelta(days=ADDITIONAL_INVOICE_DAYS)
+        tasks = {day: [
+                lambda: create_additional_invoice(config, day, materials)]}
+        replay(config, today, activations, generate,
+            tasks if generate else None)
+        if generate and journal:
+            process_payment_groups(config, journal)
     if generate:
+        # a database loaded before: the additional invoice of today
+        create_additional_invoice(config, today, materials)
         setup_collective_invoices(config, today)
     setup_dispatch_sequence()
     technicians = setup_technicians(company)
@@ -1662,6 +2011,7 @@ def main(database, config_file, date=None, generate=True, contracts=True):
         generate_dispatch(config, dispatch_contracts, today, technicians)
 
     if generate:
+        bill_repair(config, today, technicians, materials, services)
         schedule_crons()
 
     invoices = len(Invoice.find([]))
@@ -1709,6 +2059,17 @@ def main(database, config_file, date=None, generate=True, contracts=True):
         f"({len(orders) - orders_before} new): "
         + (', '.join(f'{v} {k}' for k, v in sorted(states.items()))
             or 'none'))
+    additional = Invoice.find([('subscription_kind', '=', 'additional')])
+    billed = Order.find([('invoice', '!=', None)])
+    log(f"additional invoices: {len(additional)} "
+        f"({sum(i.state == 'draft' for i in additional)} draft), "
+        f"{len(billed)} of them billed by dispatch orders")
+    if journal:
+        Group = Model.get('account.payment.group')
+        groups = Group.find([('journal', '=', journal.id)])
+        log(f"SEPA direct debit: {len(groups)} payment group(s), "
+            f"{sum(not g.sepa_messages for g in groups)} to process "
+            "(Financial › Payments › Payment Groups)")
 
 
 def _parse_date(value):

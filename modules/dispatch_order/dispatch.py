@@ -157,10 +157,14 @@ class Order(Workflow, ModelSQL, ModelView):
             ('planned', 'cancelled'),
             ('planned', 'draft'),
             ('cancelled', 'draft'),
+            # Reopened to correct what was recorded
+            ('done', 'draft'),
+            ('done', 'cancelled'),
             }
         cls._buttons.update({
                 'draft': {
-                    'invisible': ~Eval('state').in_(['planned', 'cancelled']),
+                    'invisible': ~Eval('state').in_(
+                        ['planned', 'done', 'cancelled']),
                     'icon': If(Eval('state') == 'cancelled',
                         'tryton-undo', 'tryton-back'),
                     'depends': ['state'],
@@ -176,7 +180,8 @@ class Order(Workflow, ModelSQL, ModelView):
                     'depends': ['state'],
                     },
                 'cancel': {
-                    'invisible': ~Eval('state').in_(['draft', 'planned']),
+                    'invisible': ~Eval('state').in_(
+                        ['draft', 'planned', 'done']),
                     'icon': 'tryton-cancel',
                     'depends': ['state'],
                     },
@@ -359,7 +364,10 @@ class Order(Workflow, ModelSQL, ModelView):
     @Workflow.transition('draft')
     def draft(cls, orders):
         cls.write(orders, {
+                # with the state: a done order needs its execution date
+                'state': 'draft',
                 'planned_by': None,
+                'done_by': None,
                 'execution_date': None,
                 })
 

@@ -316,6 +316,9 @@ class Invoice(metaclass=PoolMeta):
         subscriptions = {s.subscription for s in sources}
         if len(subscriptions) == 1 and None not in subscriptions:
             self.subscription, = subscriptions
+            kinds = {s.subscription_kind for s in sources}
+            self.subscription_kind = (
+                'additional' if kinds == {'additional'} else 'standard')
             starts = [s.subscription_period_start for s in sources]
             ends = [s.subscription_period_end for s in sources]
             if None not in starts:

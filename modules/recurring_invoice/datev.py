@@ -1038,15 +1038,16 @@ class Subscription(metaclass=PoolMeta):
         Export = pool.get('account.datev.export')
         super().check_automatic_delivery(
             subscriptions, field_names=field_names)
-        if field_names and not (field_names & {
-                    'automatic_delivery', 'standard_delivery'}):
+        if field_names and not (
+                field_names & cls._automatic_delivery_fields()):
             return
         checked = set()
         for subscription in subscriptions:
-            delivery = subscription.standard_delivery
-            if (not subscription.automatic_delivery or not delivery
-                    or 'datev' not in (delivery.channels or [])
-                    or subscription.company in checked):
+            if (not subscription.automatic_delivery
+                    or subscription.company in checked
+                    or not any(
+                        'datev' in (d.channels or [])
+                        for d in subscription.get_automatic_deliveries())):
                 continue
             try:
                 Export.get_configuration(subscription.company)

@@ -174,11 +174,23 @@ class Subscription(metaclass=PoolMeta):
         super().validate_fields(subscriptions, field_names)
         cls.check_automatic_delivery(subscriptions, field_names)
 
+    def get_automatic_deliveries(self):
+        """Return the delivery settings the nightly run uses for the
+        contract: the standard ones, and the additional ones when set"""
+        return [d for d in [self.standard_delivery, self.additional_delivery]
+            if d]
+
+    @classmethod
+    def _automatic_delivery_fields(cls):
+        "The fields whose change checks the automatic delivery again"
+        return {
+            'automatic_delivery', 'invoice_recurrence', 'standard_delivery',
+            'additional_delivery'}
+
     @classmethod
     def check_automatic_delivery(cls, subscriptions, field_names=None):
-        if field_names and not (field_names & {
-                    'automatic_delivery', 'invoice_recurrence',
-                    'standard_delivery'}):
+        if field_names and not (
+                field_names & cls._automatic_delivery_fields()):
             return
         for subscription in subscriptions:
             if not subscription.automatic_delivery:
@@ -188,12 +200,14 @@ class Subscription(metaclass=PoolMeta):
                         'recurring_invoice'
                         '.msg_automatic_delivery_not_recurring',
                         subscription=subscription.rec_name))
-            delivery = subscription.standard_delivery
-            if not delivery:
+            if not subscription.standard_delivery:
                 raise AutomaticDeliveryError(gettext(
                         'recurring_invoice.msg_automatic_delivery_settings',
                         subscription=subscription.rec_name))
-            if 'email' in delivery.channels and not delivery.email_template:
-                raise AutomaticDeliveryError(gettext(
-                        'recurring_invoice.msg_automatic_delivery_template',
-                        subscription=subscription.rec_name))
+            for delivery in subscription.get_automatic_deliveries():
+                if ('email' in delivery.channels
+                        and not delivery.email_template):
+                    raise AutomaticDeliveryError(gettext(
+                            'recurring_invoice'
+                            '.msg_automatic_delivery_template',
+                            subscription=subscription.rec_name))

@@ -206,18 +206,19 @@ class Subscription(metaclass=PoolMeta):
     def check_automatic_delivery(cls, subscriptions, field_names=None):
         super().check_automatic_delivery(
             subscriptions, field_names=field_names)
-        if field_names and not (field_names & {
-                    'automatic_delivery', 'standard_delivery'}):
+        if field_names and not (
+                field_names & cls._automatic_delivery_fields()):
             return
         for subscription in subscriptions:
-            delivery = subscription.standard_delivery
-            if (subscription.automatic_delivery and delivery
-                    and 'document_store' in (delivery.channels or [])
-                    and not delivery.document_store):
-                raise AutomaticDeliveryError(gettext(
-                        'recurring_invoice'
-                        '.msg_automatic_delivery_document_store',
-                        subscription=subscription.rec_name))
+            if not subscription.automatic_delivery:
+                continue
+            for delivery in subscription.get_automatic_deliveries():
+                if ('document_store' in (delivery.channels or [])
+                        and not delivery.document_store):
+                    raise AutomaticDeliveryError(gettext(
+                            'recurring_invoice'
+                            '.msg_automatic_delivery_document_store',
+                            subscription=subscription.rec_name))
 
 
 class RunLine(metaclass=PoolMeta):
@@ -229,8 +230,9 @@ class RunLine(metaclass=PoolMeta):
 
     def get_document_store(self):
         "Return the document store of the line"
-        if self.subscription and self.subscription.standard_delivery:
-            return self.subscription.standard_delivery.document_store
+        delivery = self.get_delivery()
+        if delivery:
+            return delivery.document_store
 
     @classmethod
     def deliver_document_store(cls, lines):

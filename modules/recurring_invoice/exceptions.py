@@ -76,3 +76,15 @@ class DocumentStoreError(UserError):
 
 class DocumentStoreValidationError(ValidationError):
     pass
+
+
+class AdditionalInvoiceError(UserError):
+    pass
+
+
+class DispatchInvoiceError(UserError):
+    pass
+
+
+class DirectDebitError(UserError):
+    pass

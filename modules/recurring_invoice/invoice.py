@@ -1,8 +1,11 @@
 # This file is part of Turnus.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
+from sql import Null
+
 from trytond.model import Unique, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval, If
+from trytond.transaction import Transaction
 
 
 class Invoice(metaclass=PoolMeta):
@@ -14,6 +17,19 @@ class Invoice(metaclass=PoolMeta):
             'invisible': ~Eval('subscription'),
             },
         help="The contract that generated the invoice.")
+    subscription_kind = fields.Selection([
+            (None, ""),
+            ('standard', "Standard"),
+            ('additional', "Additional"),
+            ], "Contract Invoice Kind", readonly=True,
+        states={
+            'invisible': ~Eval('subscription'),
+            },
+        help="Standard: a recurring invoice of the contract.\n"
+        "Additional: an invoice of additional or optional items, "
+        "delivered with the contract's additional delivery settings.")
+    subscription_kind_string = subscription_kind.translated(
+        'subscription_kind')
     subscription_period_start = fields.Date(
         "Service Period Start", readonly=True,
         states={
@@ -52,6 +68,15 @@ class Invoice(metaclass=PoolMeta):
             'invisible': Eval('type') != 'out',
             },
         help="How the invoice was last delivered.")
+    direct_debit_notice = fields.Text(
+        "Direct Debit Pre-notification", readonly=True,
+        states={
+            'invisible': ~Eval('direct_debit_notice'),
+            },
+        help="The announcement of the SEPA direct debit printed on the "
+        "invoice and in its e-mail: amount, collection date, mandate "
+        "reference and creditor identifier.")
+
     ignore_in_invoice_runs = fields.Boolean(
         "Ignore in Invoice Runs",
         states={
@@ -72,6 +97,37 @@ class Invoice(metaclass=PoolMeta):
             'sent_date', 'sent_channel', 'ignore_in_invoice_runs'}
 
     @classmethod
+    def __register__(cls, module):
+        cursor = Transaction().connection.cursor()
+        table = cls.__table__()
+        table_h = cls.__table_handler__(module)
+        fill_kind = not table_h.column_exist('subscription_kind')
+        super().__register__(module)
+        # Migration from before additional invoices: every contract
+        # invoice was a recurring one
+        if fill_kind:
+            cursor.execute(*table.update(
+                    [table.subscription_kind], ['standard'],
+                    where=table.subscription != Null))
+
+    @classmethod
+    def preprocess_values(cls, mode, values):
+        values = super().preprocess_values(mode, values)
+        if (mode == 'create' and values.get('subscription')
+                and not values.get('subscription_kind')):
+            values['subscription_kind'] = 'standard'
+        return values
+
+    def get_subscription_delivery(self):
+        """Return the delivery settings of the contract for the invoice: the
+        standard ones for recurring invoices, the additional ones for
+        additional invoices (None without contract or settings)"""
+        if self.subscription:
+            return getattr(
+                self.subscription,
+                f'{self.subscription_kind or "standard"}_delivery')
+
+    @classmethod
     def default_ignore_in_invoice_runs(cls):
         return False
 
@@ -85,12 +141,14 @@ class Invoice(metaclass=PoolMeta):
     def copy(cls, invoices, default=None):
         default = default.copy() if default is not None else {}
         default.setdefault('subscription', None)
+        default.setdefault('subscription_kind', None)
         default.setdefault('subscription_period_start', None)
         default.setdefault('subscription_period_end', None)
         default.setdefault('delivery_lines', None)
         default.setdefault('sent_date', None)
         default.setdefault('sent_channel', None)
         default.setdefault('ignore_in_invoice_runs', False)
+        default.setdefault('direct_debit_notice', None)
         return super().copy(invoices, default=default)
 
 

@@ -763,18 +763,25 @@ class RunLine(ModelSQL, ModelView):
     def get_rec_name(self, name):
         return '%s (%s)' % (self.invoice.rec_name, self.channel_string)
 
+    def get_delivery(self):
+        """Return the delivery settings of the line's invoice in an
+        automatic run (sale.subscription.delivery or None): the one place
+        where the pipeline asks how an invoice is delivered"""
+        return self.invoice.get_subscription_delivery()
+
     def must_post(self):
         "Return whether the delivery posts the draft invoice of the line"
         if self.run.kind == 'manual':
             return bool(self.run.include_drafts)
-        if self.invoice.send_date or not self.subscription:
+        delivery = self.get_delivery()
+        if self.invoice.send_date or not delivery:
             # Staff set the day to send it
             return True
-        return bool(self.subscription.standard_delivery.post)
+        return bool(delivery.post)
 
     def get_email_settings(self):
         """Return the e-mail template, Cc and Bcc of the line: the run's
-        for a manual run, else the contract's delivery settings (the
+        for a manual run, else the delivery settings of the invoice (the
         default template for an invoice sent on its send date without
         them)"""
         pool = Pool()
@@ -783,9 +790,7 @@ class RunLine(ModelSQL, ModelView):
         if self.run.kind == 'manual':
             settings = self.run
         else:
-            settings = (
-                self.subscription.standard_delivery
-                if self.subscription else None)
+            settings = self.get_delivery()
         if not settings or not settings.email_template:
             template_id = Delivery.default_email_template()
             return Template(template_id) if template_id else None, None, None
@@ -802,17 +807,18 @@ class RunLine(ModelSQL, ModelView):
     @classmethod
     def get_lines(cls, run, invoice):
         """Return the protocol lines to deliver the invoice: by the channels
-        of its contract, or on its send date by the customer's delivery
-        preference"""
-        subscription = invoice.subscription
+        of its delivery settings, or on its send date by the customer's
+        delivery preference"""
         if invoice.send_date:
             channels = [invoice.party.invoice_delivery or 'email']
         else:
-            channels = subscription.standard_delivery.channels
+            delivery = invoice.get_subscription_delivery()
+            channels = delivery.channels if delivery else []
         lines = []
         for channel in channels:
             lines.append(cls(
-                    run=run, invoice=invoice, subscription=subscription,
+                    run=run, invoice=invoice,
+                    subscription=invoice.subscription,
                     channel=channel, state='pending'))
         return lines
 

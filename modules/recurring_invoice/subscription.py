@@ -565,7 +565,16 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                     ('planned', '=', False),
                     ('collective', '=', False),
                     ('subscription.automatic_delivery', '=', True),
-                    ('subscription.standard_delivery', '!=', None),
+                    ['OR', [
+                            ('subscription_kind', '=', 'standard'),
+                            ('subscription.standard_delivery', '!=', None),
+                            ], [
+                            # Without settings to post them, additional
+                            # invoices stay drafts for staff
+                            ('subscription_kind', '=', 'additional'),
+                            ('subscription.additional_delivery.post',
+                                '=', True),
+                            ]],
                     ('invoice_date', '<=', date),
                     ]]
         invoices = Invoice.search([
@@ -714,6 +723,7 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
         invoice = self._get_invoice()
         invoice.invoice_date = invoice_date
         invoice.subscription = self
+        invoice.subscription_kind = 'standard'
         invoice.subscription_period_start = start
         invoice.subscription_period_end = end
         # The guard that no period is billed twice, also after a merge

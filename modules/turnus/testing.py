@@ -1,6 +1,7 @@
 # This file is part of Turnus.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 "Test helpers shared by the Turnus modules"
+import json
 import os
 import sys
 
@@ -82,6 +83,11 @@ class TranslationTestMixin:
         translated = {
             (e.msgctxt, e.msgid): e.msgstr for e in german if e.msgstr}
         expected = {(e.msgctxt, e.msgid) for e in template}
+        if os.environ.get('TURNUS_PO_MISSING'):
+            # For translators: the missing strings as JSON lines
+            with open(os.environ['TURNUS_PO_MISSING'], 'w') as missing:
+                for key in sorted(expected - translated.keys()):
+                    missing.write(json.dumps(key) + '\n')
         self.assertEqual(
             sorted(expected - translated.keys()), [],
             msg="strings without German translation in de.po")

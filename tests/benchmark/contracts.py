@@ -10,7 +10,12 @@ due_date().  Child steps ``template`` and ``populate``, by flavour:
   and the contract's invoice recurrence monthly;
 * ``delivery``: as turnus, plus a fiscal year to post in, customers with an
   e-mail address, each contract its own standard delivery (post, e-mail,
-  the module's template "Invoice"), automatic delivery on (company too).
+  the module's template "Invoice"), automatic delivery on (company too);
+  ``spec['channels']`` (default ``['email']``) sets its channels;
+* ``direct_debit``: as delivery with account_payment_sepa activated and a
+  euro company: the company's creditor identifier, bank account and SEPA
+  payment journal (the sale configuration's direct-debit journal), and per
+  customer a bank account (a German IBAN) with a validated SEPA mandate.
 """
 import datetime as dt
 import time
@@ -21,12 +26,32 @@ from .harness import (
 
 # Records created or processed in one call while populating
 SLICE = 500
+MANDATE_SLICE = 50
 PRICE = 100
 FLAVOURS = {
     'turnus': ['recurring_invoice'],
     'core': ['sale_subscription'],
     'delivery': ['recurring_invoice'],
+    'direct_debit': ['recurring_invoice', 'account_payment_sepa'],
     }
+# The flavours whose contracts deliver the invoices themselves
+DELIVERING = {'delivery', 'direct_debit'}
+# The SEPA data of the direct_debit flavour (as scenario_direct_debit.rst)
+CREDITOR_IDENTIFIER = 'DE98ZZZ09999999999'
+BANK_BIC = 'COLSDE33XXX'
+BANK_CODE = '37040044'
+COMPANY_IBAN = 'DE89370400440532013000'
+
+
+def german_iban(account):
+    "A valid German IBAN of BANK_CODE and the account number account"
+    bban = BANK_CODE + f'{account:010d}'
+    # ISO 7064 MOD 97-10 with 'DE00' moved to the end (D = 13, E = 14)
+    return f"DE{98 - int(bban + '131400') % 97:02d}{bban}"
+
+
+def mandate_identification(number):
+    return f"MANDAT-{number:05d}"
 
 
 def due_date():
@@ -54,7 +79,13 @@ def template(spec):
     create_database(spec['db'], FLAVOURS[flavour], translatable=True)
     config = pconfig.set_trytond(
         database=spec['db'], config_file=spec['config'])
-    create_company(config=config)
+    if flavour == 'direct_debit':
+        # SEPA collects euros
+        from trytond.modules.currency.tests.tools import get_currency
+        create_company(currency=get_currency('EUR', config=config),
+            config=config)
+    else:
+        create_company(config=config)
     create_chart(config=config)
 
     accounts = get_accounts()
@@ -88,7 +119,7 @@ def template(spec):
         service.consumption_recurrence = monthly
     service.save()
 
-    if flavour == 'delivery':
+    if flavour in DELIVERING:
         # Automatic posting dates the invoices of past periods today
         date, today = dt.date.fromisoformat(spec['date']), dt.date.today()
         fiscalyear = set_fiscalyear_invoice_sequences(
@@ -97,7 +128,38 @@ def template(spec):
         configuration = Model.get('sale.configuration')(1)
         configuration.automatic_delivery = True
         configuration.save()
+    if flavour == 'direct_debit':
+        _setup_sepa(config)
     return {'seconds': time.monotonic() - start}
+
+
+def _setup_sepa(config):
+    """The company's creditor identifier and bank account, the SEPA payment
+    journal and the sale configuration's direct-debit journal"""
+    from proteus import Model
+
+    from trytond.modules.company.tests.tools import get_company
+
+    Party = Model.get('party.party')
+    company = get_company(config=config)
+    company.party.identifiers.new(type='eu_at_02', code=CREDITOR_IDENTIFIER)
+    company.party.save()
+    bank = Model.get('bank')(party=Party(name="Sparkasse"), bic=BANK_BIC)
+    bank.party.save()
+    bank.save()
+    account = Model.get('bank.account')(bank=bank)
+    account.owners.append(Party(company.party.id))
+    account.numbers.new(type='iban', number=COMPANY_IBAN)
+    account.save()
+    journal = Model.get('account.payment.journal')(name="SEPA-Lastschrift")
+    journal.process_method = 'sepa'
+    journal.sepa_bank_account_number = account.numbers[0]
+    journal.sepa_payable_flavor = 'pain.001.001.03'
+    journal.sepa_receivable_flavor = 'pain.008.001.02'
+    journal.save()
+    configuration = Model.get('sale.configuration')(1)
+    configuration.direct_debit_journal = journal
+    configuration.save()
 
 
 def populate(spec):
@@ -133,8 +195,10 @@ def populate(spec):
         ids = []
         for offset in range(0, n, SLICE):
             parties = create_parties(pool, offset + 1,
-                min(SLICE, n - offset), email=flavour == 'delivery' and (
+                min(SLICE, n - offset), email=flavour in DELIVERING and (
                     "customer{:05d}@example.com"))
+            if flavour == 'direct_debit':
+                _create_mandates(pool, company, parties, offset + 1, date)
             extra = {'invoice_recurrence': service.consumption_recurrence.id
                 } if flavour == 'core' else {}
             values = [contract_values(company, party, date,
@@ -156,9 +220,10 @@ def populate(spec):
                             'start_date': date,
                             }})
                 transaction.commit()
-        if flavour == 'delivery':
+        if flavour in DELIVERING:
+            channels = spec.get('channels') or ['email']
             for sub_ids in slices:
-                _setup_deliveries(pool, sub_ids)
+                _setup_deliveries(pool, sub_ids, channels)
                 transaction.commit()
         start_contracts(pool, slices)
 
@@ -170,16 +235,55 @@ def populate(spec):
         automatic = Subscription.search_count([
                 ('automatic_delivery', '=', True),
                 ('standard_delivery', '!=', None),
-                ]) if flavour == 'delivery' else n
-    if due != n or automatic != n:
+                ]) if flavour in DELIVERING else n
+        mandates = pool.get('account.payment.sepa.mandate').search_count([
+                ('state', '=', 'validated'),
+                ]) if flavour == 'direct_debit' else n
+    if due != n or automatic != n or mandates != n:
         raise AssertionError(f"{due} contracts due on {date}, {automatic} "
-            f"with automatic delivery, expected {n}")
+            f"with automatic delivery, {mandates} mandates, expected {n}")
     return {'seconds': time.monotonic() - start, 'due': due}
 
 
-def _setup_deliveries(pool, sub_ids):
-    """Give each contract its own standard delivery (post, e-mail with the
-    template of the module) and switch its automatic delivery on"""
+def _create_mandates(pool, company, parties, first, date):
+    """Give each party (numbered from first) a bank account with a German
+    IBAN and a validated recurrent SEPA mandate signed on date, in bulk"""
+    from stdnum import iban
+
+    BankAccount = pool.get('bank.account')
+    Mandate = pool.get('account.payment.sepa.mandate')
+    bank, = pool.get('bank').search([('bic', '=', BANK_BIC)])
+    numbers = [german_iban(first + i) for i in range(len(parties))]
+    assert all(map(iban.is_valid, numbers))
+    accounts = []
+    # SQLite's parser fails on the unique check of more numbers at once
+    for offset in range(0, len(parties), MANDATE_SLICE):
+        accounts += BankAccount.create([{
+                    'bank': bank.id,
+                    'owners': [('add', [party.id])],
+                    'numbers': [('create', [{
+                                    'type': 'iban', 'number': number}])],
+                    } for party, number in zip(
+                    parties[offset:offset + MANDATE_SLICE],
+                    numbers[offset:offset + MANDATE_SLICE])])
+    values = [{
+            'company': company.id,
+            'party': party.id,
+            'address': party.addresses[0].id,
+            'account_number': account.numbers[0].id,
+            'identification': mandate_identification(first + i),
+            'type': 'recurrent',
+            'signature_date': date,
+            'state': 'validated',
+            } for i, (party, account) in enumerate(zip(parties, accounts))]
+    for offset in range(0, len(values), MANDATE_SLICE):
+        Mandate.create(values[offset:offset + MANDATE_SLICE])
+
+
+def _setup_deliveries(pool, sub_ids, channels=('email',)):
+    """Give each contract its own standard delivery (post, by channels, by
+    e-mail with the template of the module) and switch its automatic
+    delivery on"""
     from trytond.transaction import Transaction
 
     Delivery = pool.get('sale.subscription.delivery')
@@ -189,8 +293,8 @@ def _setup_deliveries(pool, sub_ids):
     deliveries = Delivery.create([{
                 'kind': 'standard',
                 'post': True,
-                'channels': ['email'],
-                'email_template': template_id,
+                'channels': list(channels),
+                'email_template': template_id if 'email' in channels else None,
                 } for _ in sub_ids])
     args = []
     for sub_id, delivery in zip(sub_ids, deliveries):

@@ -9,8 +9,11 @@ from turnus.testing import TranslationTestMixin, ViewTestMixin
 
 class RecurringInvoiceTestCase(
         TranslationTestMixin, ViewTestMixin, CompanyTestMixin, ModuleTestCase):
-    "Test Recurring Invoice module"
+    """Test Recurring Invoice module with its optional companions (as
+    core's tests do; the scenarios activate it alone, with each of them and
+    with both)"""
     module = 'recurring_invoice'
+    extras = ['account_payment_sepa', 'dispatch_order']
 
 
 del ModuleTestCase
