@@ -250,7 +250,10 @@ class RunLine(metaclass=PoolMeta):
                     if p.state != 'failed']
             line.payment = line_payments[0] if line_payments else None
             line.state = 'done'
-            line.message = None
+            # Paid already or a total of zero
+            line.message = None if line.payment else gettext(
+                'recurring_invoice.msg_direct_debit_nothing_to_collect',
+                invoice=line.invoice.rec_name)
             mandate = line.payment.sepa_mandate if line.payment else None
             line.recipient = mandate.identification if mandate else None
 
@@ -262,6 +265,10 @@ class RunLine(metaclass=PoolMeta):
         Date = pool.get('ir.date')
         Payment = pool.get('account.payment')
         invoice = self.invoice
+        if invoice.state not in {'posted', 'paid'}:
+            raise DirectDebitError(gettext(
+                    'recurring_invoice.msg_direct_debit_not_posted',
+                    invoice=invoice.rec_name))
         if invoice.total_amount < 0:
             raise DirectDebitError(gettext(
                     'recurring_invoice.msg_direct_debit_credit_note',
