@@ -130,6 +130,10 @@ def setup_environment():
         _add_postgresql_bin()
     # Network tests (e.g. VIES) must not depend on the outside world
     os.environ.setdefault('TEST_NETWORK', '0')
+    # The test mail servers (aiosmtpd) start in a thread that a machine
+    # busy with both test runs and LibreOffice may not schedule within
+    # aiosmtpd's default of 5 s
+    os.environ.setdefault('AIOSMTPD_CONTROLLER_TIMEOUT', '60')
     return backend
 
 
@@ -212,9 +216,35 @@ class _Result(unittest.TextTestResult):
         "Print the slowest tests, to keep the suite's time in sight"
         if not self.durations:
             return
-        print(f"slowest {min(count, len(self.durations))} tests:")
+        print(f"slowest {min(count, len(self.durations))} tests "
+            "(and test class set-ups):")
         for duration, name in sorted(self.durations, reverse=True)[:count]:
             print(f"  {duration:7.1f}s  {name}")
+
+
+def _time_class_setups(suite, durations):
+    """Record how long each test class's setUpClass takes: activating the
+    modules of a ModuleTestCase or of a test class happens there, outside
+    of any test"""
+    default, originals = unittest.TestCase.setUpClass.__func__, {}
+    for test in _iter_tests(suite):
+        cls = type(test)
+        setup = getattr(cls.setUpClass, '__func__', None)
+        if setup is not None and setup is not default:
+            originals.setdefault(cls, setup)
+
+    def timed(setup):
+        def setUpClass(cls):
+            started = time.monotonic()
+            try:
+                setup(cls)
+            finally:
+                durations.append((time.monotonic() - started,
+                        f'{cls.__module__}.{cls.__qualname__} (set-up)'))
+        return classmethod(setUpClass)
+
+    for cls, setup in originals.items():
+        cls.setUpClass = timed(setup)
 
 
 def _parse_args(argv):
@@ -293,8 +323,11 @@ def main(argv=None):
     runner = unittest.TextTestRunner(
         verbosity=options.verbosity, failfast=options.failfast,
         resultclass=_Result, stream=sys.stdout)
+    setups = []
+    _time_class_setups(suite, setups)
     start = time.monotonic()
     result = runner.run(suite)
+    result.durations.extend(setups)
     elapsed = time.monotonic() - start
 
     failed = (
