@@ -51,7 +51,9 @@ export DEMO_DAV_PORT=$DAV_PORT
 MAIL_FROM="Turnus Demo GmbH <rechnung@turnus-demo.example>"
 # account_payment_sepa (optional, installed with the test extra): the
 # direct debits of the demo are collected with SEPA payments
-MODULES=(recurring_invoice dispatch_order account_payment_sepa)
+# edocument_uncefact (optional, installed with the test extra): the
+# invoices are delivered with their e-invoice (ZUGFeRD, XRechnung)
+MODULES=(recurring_invoice dispatch_order account_payment_sepa edocument_uncefact)
 
 VAR=$ROOT/var
 CONF=$VAR/trytond.conf

@@ -175,6 +175,13 @@ TAXES = [
         ['3400', '4900']),
     ("VSt 7 %", "Abziehbare Vorsteuer 7 %", '0.07', '1571', 'VSt', []),
     ]
+# E-invoices (with edocument_uncefact activated): the company's VAT
+# identification number and tax number, the UN/ECE codes of the taxes and
+# the public-sector customer that receives XRechnung with its Leitweg-ID
+COMPANY_VAT_ID = 'DE123456788'
+COMPANY_TAX_NUMBER = '2181508150'
+PUBLIC_CUSTOMER = "Stadtwerke Musterstadt GmbH"
+PUBLIC_LEITWEG_ID = '06611000-STADTWERKE-24'
 CUSTOMER_TAX = "USt 19 %"
 SUPPLIER_TAX = "VSt 19 %"
 
@@ -1254,6 +1261,55 @@ def sepa_activated():
                 ]))
 
 
+def einvoice_activated():
+    "Whether the optional module edocument_uncefact is activated"
+    from proteus import Model
+    Module = Model.get('ir.module')
+    return bool(Module.find([
+                ('name', '=', 'edocument_uncefact'),
+                ('state', '=', 'activated'),
+                ]))
+
+
+def setup_einvoices(company, taxes):
+    """E-invoices, with edocument_uncefact activated: the company's VAT
+    identification number and tax number, the UN/ECE codes of the taxes,
+    the Leitweg-ID of the public-sector customer (XRechnung); every other
+    customer receives the company's default, ZUGFeRD"""
+    from proteus import Model
+    Party = Model.get('party.party')
+    Tax = Model.get('account.tax')
+    if not einvoice_activated():
+        log("edocument_uncefact not activated: the invoices are sent "
+            "without e-invoice")
+        return
+    party = Party(company.party.id)
+    types = {i.type for i in party.identifiers}
+    missing = [(t, c) for t, c in [
+            ('eu_vat', COMPANY_VAT_ID), ('de_stnr', COMPANY_TAX_NUMBER)]
+        if t not in types]
+    for type_, code in missing:
+        party.identifiers.new(type=type_, code=code)
+    if missing:
+        party.save()
+        log(f"company VAT id {COMPANY_VAT_ID}, tax number "
+            f"{COMPANY_TAX_NUMBER}")
+    to_save = []
+    for tax in Tax.find([('id', 'in', [t.id for t in taxes.values()])]):
+        if not tax.unece_code:
+            tax.unece_code, tax.unece_category_code = 'VAT', 'S'
+            to_save.append(tax)
+    if to_save:
+        Tax.save(to_save)
+    public, = Party.find([('name', '=', PUBLIC_CUSTOMER)])
+    if public.leitweg_id != PUBLIC_LEITWEG_ID:
+        public.leitweg_id = PUBLIC_LEITWEG_ID
+        public.einvoice_format = 'xrechnung'
+        public.save()
+        log(f"{PUBLIC_CUSTOMER} receives XRechnung (Leitweg-ID "
+            f"{PUBLIC_LEITWEG_ID}), the other customers ZUGFeRD")
+
+
 def get_bank_account(party, bank_name, bic, iban):
     """Return the IBAN (bank.account.number) of the party at the bank,
     the bank and the account created if missing"""
@@ -1963,6 +2019,7 @@ def main(database, config_file, date=None, generate=True, contracts=True):
     accounts, taxes, payment_term = setup_accounting(config, company, years)
     customers = setup_customers(lang, country, payment_term)
     services = setup_services(accounts, taxes)
+    setup_einvoices(company, taxes)
     if not contracts:
         log("base data loaded (no contracts)")
         return
@@ -2064,6 +2121,16 @@ def main(database, config_file, date=None, generate=True, contracts=True):
     log(f"additional invoices: {len(additional)} "
         f"({sum(i.state == 'draft' for i in additional)} draft), "
         f"{len(billed)} of them billed by dispatch orders")
+    if einvoice_activated():
+        sent = Invoice.find([
+                ('type', '=', 'out'), ('sent_date', '!=', None)])
+        formats = defaultdict(int)
+        for invoice in sent:
+            formats[invoice.einvoice_format if invoice.einvoice
+                else 'without e-invoice'] += 1
+        log(f"e-invoices of the {len(sent)} sent invoices: "
+            + (', '.join(f'{v} {k}' for k, v in sorted(formats.items()))
+                or 'none'))
     if journal:
         Group = Model.get('account.payment.group')
         groups = Group.find([('journal', '=', journal.id)])

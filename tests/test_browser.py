@@ -677,6 +677,48 @@ class DemoUsersTest(BrowserTestCase):
             self.assertEqual(sao.tab_title(), 'Recurring Invoices')
 
 
+class DemoEinvoiceTest(unittest.TestCase):
+    """Every invoice the demo's nights sent carries a valid e-invoice:
+    ZUGFeRD (the XML embedded in the PDF) or XRechnung, checked with the
+    XSD and the official EN 16931 and XRechnung rules (no browser)"""
+
+    def test_sent_invoices(self):
+        "Each sent invoice's e-invoice is valid and is the PDF's"
+        import facturx
+        from trytond.modules.recurring_invoice.tests.tools import (
+            einvoice_report)
+        srv = case.server()
+        session = srv.login()
+        invoices = srv.call(
+            session, 'model.account.invoice.search_read', [
+                ('type', '=', 'out'), ('sent_date', '!=', None),
+                ('sent_channel', '=', 'email')],
+            0, None, None, ['number', 'einvoice_format', 'einvoice',
+                'invoice_report_cache'], {})
+        self.assertTrue(invoices, msg="the demo sent no invoice by e-mail")
+        formats = set()
+        for invoice in invoices:
+            with self.subTest(invoice=invoice['number']):
+                formats.add(invoice['einvoice_format'])
+                xml = _bytes(invoice['einvoice'])
+                self.assertTrue(xml, msg="no e-invoice")
+                xrechnung = invoice['einvoice_format'] == 'xrechnung'
+                self.assertEqual(einvoice_report(xml, xrechnung), [])
+                _, embedded = facturx.get_xml_from_pdf(
+                    _bytes(invoice['invoice_report_cache']),
+                    check_xsd=False)
+                self.assertEqual(embedded, xml)
+        self.assertEqual(formats, {'zugferd', 'xrechnung'})
+
+
+def _bytes(value):
+    "The bytes of a JSON-RPC answer"
+    if isinstance(value, dict):
+        import base64
+        return base64.b64decode(value['base64'])
+    return value
+
+
 def _last_month():
     "The first and the last day of last month"
     first = dt.date.today().replace(day=1) - relativedelta(months=1)

@@ -88,3 +88,11 @@ class DispatchInvoiceError(UserError):
 
 class DirectDebitError(UserError):
     pass
+
+
+class EinvoiceError(UserError):
+    pass
+
+
+class EinvoiceValidationError(ValidationError):
+    pass

@@ -259,7 +259,7 @@ class InvoiceReport(metaclass=PoolMeta):
                     if filename not in failures and path.exists():
                         invoice.invoice_report_cache = (
                             Invoice.invoice_report_cache.cast(
-                                path.read_bytes()))
+                                cls._pdf_cache(invoice, path.read_bytes())))
                         invoice.invoice_report_format = 'pdf'
                         converted.append(invoice)
                     else:
@@ -279,6 +279,11 @@ class InvoiceReport(metaclass=PoolMeta):
                         invoices=', '.join(i.rec_name for i in failed[:5]),
                         count=len(failed),
                         reason='; '.join(reasons[:3])))
+
+    @classmethod
+    def _pdf_cache(cls, invoice, pdf):
+        "Return what is stored as the PDF of the invoice converted to pdf"
+        return pdf
 
     @classmethod
     def _write_report_files(cls, action, invoices, directory):

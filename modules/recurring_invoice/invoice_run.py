@@ -1163,7 +1163,7 @@ class RunLine(ModelSQL, ModelView):
         started = time.monotonic()
         reason = None
         try:
-            cls.render_pdfs(to_render)
+            failed.update(cls.render_pdfs(to_render))
         except (TransactionError, backend.DatabaseOperationalError):
             raise
         except UserError as exception:
@@ -1172,7 +1172,8 @@ class RunLine(ModelSQL, ModelView):
             reason = _message(exception)
         rendered = Invoice.browse([i.id for i in to_render])
         for invoice, fresh in zip(to_render, rendered):
-            if not (fresh.invoice_report_format == 'pdf'
+            if invoice not in failed and not (
+                    fresh.invoice_report_format == 'pdf'
                     and fresh.invoice_report_cache):
                 failed[invoice] = reason or gettext(
                     'recurring_invoice.msg_run_line_no_pdf',
@@ -1233,12 +1234,19 @@ class RunLine(ModelSQL, ModelView):
 
     @classmethod
     def render_pdfs(cls, invoices):
-        "Store the PDF of the posted invoices as their report cache"
+        """Store the PDF of the posted invoices as their report cache.
+        Return {invoice: message} of the invoices that cannot be delivered
+        (their lines fail with the message)"""
         pool = Pool()
         InvoiceReport = pool.get('account.invoice', type='report')
         invoices = [i for i in invoices if i.state in {'posted', 'paid'}]
         if invoices:
             InvoiceReport.render_pdf_cache(invoices)
+        return {}
+
+    def get_email_files(self):
+        "Return the (name, data) of the files the e-mail attaches too"
+        return []
 
     @classmethod
     def deliver_email(cls, lines):
@@ -1277,7 +1285,8 @@ class RunLine(ModelSQL, ModelView):
                     subject=values.get('subject', ''),
                     body=values.get('body', ''),
                     record=(invoice.__name__, invoice.id),
-                    reports=values.get('reports'))
+                    reports=values.get('reports'),
+                    files=line.get_email_files() or None)
                 for index in range(queued, len(mails.queue)):
                     mails.lines[index] = line.id
             except (TransactionError, backend.DatabaseOperationalError):

@@ -51,7 +51,7 @@ DATABASE = 'demo'
 ADMIN_LOGIN = 'admin'
 ADMIN_PASSWORD = 'admin'
 ADMIN_EMAIL = 'admin@example.com'
-MODULES = ['recurring_invoice', 'dispatch_order']
+MODULES = ['recurring_invoice', 'dispatch_order', 'edocument_uncefact']
 HOST = '127.0.0.1'
 # the folder target of the demo's DATEV exports, the files of its
 # document store (tests/demo_data.py: DEMO_DATEV_DIR, DEMO_DAV_PORT)

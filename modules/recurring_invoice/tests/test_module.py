@@ -13,7 +13,7 @@ class RecurringInvoiceTestCase(
     core's tests do; the scenarios activate it alone, with each of them and
     with both)"""
     module = 'recurring_invoice'
-    extras = ['account_payment_sepa', 'dispatch_order']
+    extras = ['account_payment_sepa', 'dispatch_order', 'edocument_uncefact']
 
 
 del ModuleTestCase

@@ -1,6 +1,8 @@
 # This file is part of Turnus.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 "Helpers for the scenarios of recurring_invoice"
+import os
+import re
 from decimal import Decimal
 
 from proteus import Model, Wizard
@@ -10,7 +12,7 @@ from trytond.modules.account.tests.tools import create_tax, get_accounts
 
 __all__ = [
     'create_eur_company', 'setup_contract_data', 'get_contract_data', 'create_contract',
-    'generate_invoices']
+    'generate_invoices', 'einvoice_report']
 
 
 def create_eur_company(config=None):
@@ -108,3 +110,54 @@ def generate_invoices(date=None, config=None):
     if date:
         create_invoice.form.date = date
     create_invoice.execute('create_')
+
+
+# The official EN 16931 and XRechnung validation artefacts beside the
+# repository (../shared/einvoice, see its README); the module's own copies
+# (einvoice_validation, test_einvoice.py checks they are the same files)
+# when they are not there
+SHARED_EINVOICE = os.path.join(
+    os.path.dirname(__file__), '..', '..', '..', '..', 'shared', 'einvoice')
+_EINVOICE_FILES = {
+    'en16931': ['EN16931-CII-validation.xslt'],
+    'xrechnung': ['xrechnung', 'XRechnung-CII-validation.xsl'],
+    }
+_stylesheets = {}
+
+
+def einvoice_stylesheet(name):
+    "The path of the official stylesheet name ('en16931' or 'xrechnung')"
+    path = os.path.join(SHARED_EINVOICE, *_EINVOICE_FILES[name])
+    if not os.path.exists(path):
+        path = os.path.join(
+            os.path.dirname(__file__), '..', 'einvoice_validation',
+            _EINVOICE_FILES[name][-1])
+    return os.path.normpath(path)
+
+
+def einvoice_report(xml, xrechnung=False):
+    """Validate the CII XML as an e-invoice receiver would: Factur-X's XSD
+    of the EN 16931 profile and the official schematron stylesheets run by
+    Saxon; return the failed assertions as "flag id" strings, warnings
+    included (an empty list: valid)"""
+    import facturx
+    from saxonche import PySaxonProcessor
+    facturx.xml_check_xsd(xml, flavor='factur-x', level='en16931')
+    if 'processor' not in _stylesheets:
+        _stylesheets['processor'] = PySaxonProcessor(license=False)
+    processor = _stylesheets['processor']
+    failed = []
+    for name in ['en16931'] + (['xrechnung'] if xrechnung else []):
+        if name not in _stylesheets:
+            _stylesheets[name] = (
+                processor.new_xslt30_processor().compile_stylesheet(
+                    stylesheet_file=einvoice_stylesheet(name)))
+        node = processor.parse_xml(xml_text=xml.decode('utf-8'))
+        svrl = _stylesheets[name].transform_to_string(xdm_node=node)
+        for assertion in re.findall(r'<svrl:failed-assert[^>]*>', svrl):
+            flag = re.search(r'flag="([^"]*)"', assertion)
+            id_ = re.search(r'id="([^"]*)"', assertion)
+            failed.append('%s %s' % (
+                    flag.group(1) if flag else 'fatal',
+                    id_.group(1) if id_ else '?'))
+    return failed
