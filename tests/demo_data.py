@@ -191,6 +191,8 @@ AUTOMATIC_DELIVERY = [
     (1, ['email', 'datev', 'document_store']),
     (2, ['email', 'letter']),
     (3, ['email', 'document_store']),
+    # the public-sector customer: XRechnung (see PUBLIC_CUSTOMER)
+    (8, ['email']),
     (13, ['email']),
     (19, ['letter', 'direct_debit']),
     ]

@@ -671,9 +671,10 @@ class EdocumentInvoice(metaclass=PoolMeta):
             for element in tree.iterfind(path, NS):
                 if not ''.join(element.itertext()).strip():
                     _remove(element)
+        for address in tree.iterfind('.//ram:PostalTradeAddress', NS):
+            self._complete_address(address)
         # Not part of the EN 16931 profile
         for path in [
-                './/ram:CountryName', './/ram:CountrySubDivisionName',
                 './/ram:ApplicableHeaderTradeSettlement/ram:InvoiceDateTime',
                 './/ram:SpecifiedTradeSettlementPaymentMeans/ram:ID']:
             for element in tree.iterfind(path, NS):
@@ -686,6 +687,39 @@ class EdocumentInvoice(metaclass=PoolMeta):
         self._complete_lines(tree)
         self._complete_agreement(tree)
         self._complete_settlement(tree)
+
+    @staticmethod
+    def _complete_address(address):
+        """Write the address as the EN 16931 profile has it: postcode, up to
+        three lines (the street with its number from the structured
+        fields), city, country and subdivision name"""
+        def text(name):
+            element = _find(address, f'ram:{name}')
+            return (element.text or '').strip() if element is not None else ''
+        lines = [text(f'Line{n}') for n in [
+                'One', 'Two', 'Three', 'Four', 'Five']]
+        lines = [l for l in lines if l]
+        street = ' '.join(filter(None, [
+                    text('StreetName'), text('BuildingNumber')]))
+        if street and street not in lines:
+            lines.insert(0, street)
+        for extra in [text('BuildingName'), text('PostOfficeBox')]:
+            if extra and extra not in lines:
+                lines.append(extra)
+        if len(lines) > 3:
+            lines[2:] = [', '.join(lines[2:])]
+        values = [('PostcodeCode', text('PostcodeCode'))]
+        values += list(zip(['LineOne', 'LineTwo', 'LineThree'], lines))
+        values += [
+            ('CityName', text('CityName')),
+            ('CountryID', text('CountryID')),
+            ('CountrySubDivisionName', text('CountrySubDivisionName')),
+            ]
+        for child in list(address):
+            address.remove(child)
+        for name, value in values:
+            if value:
+                address.append(_element(f'ram:{name}', value))
 
     def _complete_context(self, tree):
         context = _find(tree, 'rsm:ExchangedDocumentContext')
