@@ -47,3 +47,31 @@ class EinvoiceTestCase(unittest.TestCase):
             b'<ram:TypeCode>999</ram:TypeCode>', 1)
         self.assertIn('BR-CL-01', [
                 i for i, _ in ValidationArtefacts.errors(broken, 'en16931')])
+
+
+class EinvoiceActivationTestCase(unittest.TestCase):
+    "Test recurring_invoice with edocument_uncefact and without SEPA"
+
+    @classmethod
+    def setUpClass(cls):
+        from trytond.tests.test_tryton import drop_db
+
+        from turnus.testing import activate_modules
+        super().setUpClass()
+        drop_db()
+        cls.addClassCleanup(drop_db)
+        activate_modules(['recurring_invoice', 'edocument_uncefact'])
+
+    def test_registered(self):
+        "Test the e-invoice classes are there and the SEPA bridge is not"
+        from trytond.pool import Pool
+        from trytond.tests.test_tryton import DB_NAME
+        from trytond.transaction import Transaction
+        with Transaction().start(DB_NAME, 0):
+            pool = Pool()
+            Edocument = pool.get('edocument.uncefact.invoice')
+            Invoice = pool.get('account.invoice')
+            self.assertTrue(hasattr(Edocument, 'complete'))
+            self.assertIn('einvoice', Invoice._fields)
+            self.assertNotIn('account.payment.sepa.mandate', [
+                    name for name, _ in pool.iterobject()])
