@@ -435,9 +435,16 @@ def serve(profile, pipe, soffice):
                     break
             else:
                 filter_name = 'writer_pdf_Export'
+            # PDF/A-3b: the archive format that ZUGFeRD / Factur-X embeds
+            # its XML in (the same for the soffice command of
+            # invoice_pdf.py)
             document.storeToURL(
                 uno.systemPathToFileUrl(target),
-                property_values(FilterName=filter_name))
+                property_values(
+                    FilterName=filter_name,
+                    FilterData=uno.Any(
+                        '[]com.sun.star.beans.PropertyValue',
+                        property_values(SelectPdfVersion=3))))
         finally:
             document.close(True)
 

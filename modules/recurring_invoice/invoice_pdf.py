@@ -83,6 +83,12 @@ def _soffice_command():
     return command
 
 
+# PDF/A-3b (as converter.py exports): the archive format that ZUGFeRD /
+# Factur-X embeds its XML in
+PDF_A_FILTER = (
+    'pdf:writer_pdf_Export:{"SelectPdfVersion":{"type":"long","value":"3"}}')
+
+
 def _run_soffice(command, directory, filenames):
     """Convert filenames (in directory) to PDF in directory/pdf.
     Returns an error text or None."""
@@ -90,7 +96,7 @@ def _run_soffice(command, directory, filenames):
     args = command + [
         '-env:UserInstallation=%s' % _profile_uri(),
         '--headless', '--norestore', '--nolockcheck', '--nodefault',
-        '--convert-to', 'pdf', '--outdir', outdir] + filenames
+        '--convert-to', PDF_A_FILTER, '--outdir', outdir] + filenames
     timeout = PDF_TIMEOUT + PDF_TIMEOUT_PER_FILE * len(filenames)
     with _profile_lock:
         # A new session to kill soffice.bin too (soffice is a wrapper)

@@ -111,7 +111,14 @@ class ConverterTestCase(unittest.TestCase):
         converter = self.converter()
         converter.convert(source, target)
         with open(target, 'rb') as fp:
-            self.assertTrue(fp.read().startswith(b'%PDF'))
+            content = fp.read()
+        self.assertTrue(content.startswith(b'%PDF'))
+        # PDF/A-3b, the base of ZUGFeRD / Factur-X
+        from pypdf import PdfReader
+        metadata = PdfReader(io.BytesIO(content)).trailer['/Root'][
+            '/Metadata'].get_object().get_data()
+        self.assertRegex(metadata, rb'pdfaid:part[>="]+3')
+        self.assertRegex(metadata, rb'pdfaid:conformance[>="]+B')
 
     def test_restart_after_max_documents(self):
         "A new LibreOffice after max_documents documents"
