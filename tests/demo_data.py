@@ -1253,22 +1253,12 @@ def get_contract(number):
     return found[0] if found else None
 
 
-def sepa_activated():
-    "Whether the optional module account_payment_sepa is activated"
+def module_activated(module):
+    "Whether the (optional) module is activated"
     from proteus import Model
     Module = Model.get('ir.module')
     return bool(Module.find([
-                ('name', '=', 'account_payment_sepa'),
-                ('state', '=', 'activated'),
-                ]))
-
-
-def einvoice_activated():
-    "Whether the optional module edocument_uncefact is activated"
-    from proteus import Model
-    Module = Model.get('ir.module')
-    return bool(Module.find([
-                ('name', '=', 'edocument_uncefact'),
+                ('name', '=', module),
                 ('state', '=', 'activated'),
                 ]))
 
@@ -1281,7 +1271,7 @@ def setup_einvoices(company, taxes):
     from proteus import Model
     Party = Model.get('party.party')
     Tax = Model.get('account.tax')
-    if not einvoice_activated():
+    if not module_activated('edocument_uncefact'):
         log("edocument_uncefact not activated: the invoices are sent "
             "without e-invoice")
         return
@@ -1355,7 +1345,7 @@ def setup_direct_debit(company, today):
     configuration, the validated mandate of the customer of
     DIRECT_DEBIT_CONTRACT (only what is missing)"""
     from proteus import Model
-    if not sepa_activated():
+    if not module_activated('account_payment_sepa'):
         log("account_payment_sepa not activated: the direct debits are "
             "left to staff")
         return None
@@ -2123,7 +2113,7 @@ def main(database, config_file, date=None, generate=True, contracts=True):
     log(f"additional invoices: {len(additional)} "
         f"({sum(i.state == 'draft' for i in additional)} draft), "
         f"{len(billed)} of them billed by dispatch orders")
-    if einvoice_activated():
+    if module_activated('edocument_uncefact'):
         sent = Invoice.find([
                 ('type', '=', 'out'), ('sent_date', '!=', None)])
         formats = defaultdict(int)
