@@ -96,3 +96,7 @@ class EinvoiceError(UserError):
 
 class EinvoiceValidationError(ValidationError):
     pass
+
+
+class LifecycleValidationError(ValidationError):
+    pass

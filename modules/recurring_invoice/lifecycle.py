@@ -1,0 +1,466 @@
+# This file is part of Turnus.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""Contract lifecycle: the term of a contract, its notice period and its
+automatic renewal by the nightly run"""
+import datetime as dt
+import logging
+
+from dateutil.relativedelta import relativedelta
+
+from trytond import backend
+from trytond.i18n import gettext
+from trytond.model import Index, ModelSQL, ModelView, fields
+from trytond.pool import Pool, PoolMeta
+from trytond.pyson import Bool, Eval
+from trytond.tools import grouped_slice
+from trytond.transaction import Transaction, without_check_access
+
+from turnus.tools import process_slices
+
+from .exceptions import LifecycleValidationError
+
+logger = logging.getLogger(__name__)
+
+# Contracts renewed per transaction
+BATCH_SIZE = 100
+
+NOTICE_UNITS = [
+    ('day', "Days"),
+    ('week', "Weeks"),
+    ('month', "Months"),
+    ]
+
+
+def term_end(start, months):
+    """Return the last day of a term of months beginning on start
+
+    As § 188 BGB counts: the day before the day of the last month that
+    corresponds to start, or the last day of that month when it has no such
+    day (a term beginning on 31 January for one month ends on 28 or 29
+    February)."""
+    end = start + relativedelta(months=months)
+    if end.day == start.day:
+        end -= dt.timedelta(days=1)
+    return end
+
+
+def notice_deadline(end, period, unit):
+    """Return the last day on which a termination with the notice period
+    (period, unit) still reaches end"""
+    if not end:
+        return None
+    if unit == 'day':
+        return end - dt.timedelta(days=period)
+    if unit == 'week':
+        return end - dt.timedelta(weeks=period)
+    # The latest day whose notice, counted from the next day, ends on end
+    # or before: near end - period months, month ends decide
+    candidate = end - relativedelta(months=period)
+    deadline = None
+    for offset in range(-3, 4):
+        day = candidate + dt.timedelta(days=offset)
+        if term_end(day + dt.timedelta(days=1), period) <= end:
+            deadline = day
+    return deadline
+
+
+class Configuration(metaclass=PoolMeta):
+    __name__ = 'sale.configuration'
+
+    notice_reminder_days = fields.Integer(
+        "Notice Reminder Days",
+        domain=[
+            ('notice_reminder_days', '>=', 0),
+            ],
+        help="The users of group Recurring Invoicing are notified of the "
+        "contracts whose notice deadline comes within this many days.")
+
+    @classmethod
+    def default_notice_reminder_days(cls):
+        return 30
+
+
+class Subscription(metaclass=PoolMeta):
+    __name__ = 'sale.subscription'
+
+    term_months = fields.Integer(
+        "Term",
+        domain=[
+            ('term_months', '>=', 0),
+            ],
+        states={
+            'readonly': (Eval('state') == 'closed') | Bool(Eval('terms')),
+            },
+        help="The initial term of the contract in months, from its start "
+        "date.\n0: open-ended.")
+    renewal_months = fields.Integer(
+        "Renewal",
+        domain=[
+            ('renewal_months', '>=', 0),
+            ],
+        states={
+            'readonly': Eval('state') == 'closed',
+            'invisible': ~Eval('term_months'),
+            },
+        help="The months the contract is renewed by at the end of each "
+        "term unless it is terminated.\n0: it ends with its term.")
+    notice_period = fields.Integer(
+        "Notice Period",
+        domain=[
+            ('notice_period', '>=', 0),
+            ],
+        states={
+            'readonly': Eval('state') == 'closed',
+            },
+        help="How long before the end of the term a termination must "
+        "arrive.")
+    notice_unit = fields.Selection(
+        NOTICE_UNITS, "Notice Unit", sort=False, required=True,
+        states={
+            'readonly': Eval('state') == 'closed',
+            })
+    term_end = fields.Date(
+        "Term End", readonly=True,
+        help="The last day of the current term.")
+    notice_deadline = fields.Date(
+        "Notice Deadline", readonly=True,
+        help="The last day a termination reaches the end of the current "
+        "term.")
+    notice_due = fields.Function(fields.Boolean(
+            "Notice Deadline Soon",
+            help="The notice deadline comes within the reminder days of the "
+            "sale configuration."),
+        'get_notice_due', searcher='search_notice_due')
+    notice_reminded = fields.Date(
+        "Notice Reminded", readonly=True,
+        help="The notice deadline the users were last reminded of.")
+    terms = fields.One2Many(
+        'sale.subscription.term', 'subscription', "Terms", readonly=True,
+        order=[('start_date', 'ASC')])
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_indexes.update({
+                Index(t, (t.notice_deadline, Index.Range()),
+                    where=t.state == 'running'),
+                Index(t, (t.term_end, Index.Range()),
+                    where=t.state == 'running'),
+                })
+
+    @classmethod
+    def default_term_months(cls):
+        return 0
+
+    @classmethod
+    def default_renewal_months(cls):
+        return 0
+
+    @classmethod
+    def default_notice_period(cls):
+        return 0
+
+    @classmethod
+    def default_notice_unit(cls):
+        return 'month'
+
+    @classmethod
+    def copy(cls, subscriptions, default=None):
+        default = default.copy() if default is not None else {}
+        for name in ['term_end', 'notice_deadline', 'notice_reminded']:
+            default.setdefault(name, None)
+        default.setdefault('terms', None)
+        return super().copy(subscriptions, default=default)
+
+    @classmethod
+    def _notice_due_date(cls, date=None):
+        "The last notice deadline that is due on date (default today)"
+        pool = Pool()
+        Configuration = pool.get('sale.configuration')
+        Date = pool.get('ir.date')
+        if date is None:
+            date = Date.today()
+        days = Configuration(1).notice_reminder_days or 0
+        return date + dt.timedelta(days=days)
+
+    @classmethod
+    def get_notice_due(cls, subscriptions, name):
+        pool = Pool()
+        Date = pool.get('ir.date')
+        today = Date.today()
+        limit = cls._notice_due_date(today)
+        return {s.id: bool(
+                s.state == 'running' and s.notice_deadline
+                and today <= s.notice_deadline <= limit)
+            for s in subscriptions}
+
+    @classmethod
+    def search_notice_due(cls, name, clause):
+        pool = Pool()
+        Date = pool.get('ir.date')
+        _, operator, value = clause[:3]
+        today = Date.today()
+        domain = [
+            ('state', '=', 'running'),
+            ('notice_deadline', '>=', today),
+            ('notice_deadline', '<=', cls._notice_due_date(today)),
+            ]
+        if (operator == '=') != bool(value):
+            domain = ['OR',
+                ('state', '!=', 'running'),
+                ('notice_deadline', '=', None),
+                ('notice_deadline', '<', today),
+                ('notice_deadline', '>', cls._notice_due_date(today)),
+                ]
+        return domain
+
+    @classmethod
+    def validate_fields(cls, subscriptions, field_names):
+        super().validate_fields(subscriptions, field_names)
+        cls.check_term(subscriptions, field_names)
+
+    @classmethod
+    def check_term(cls, subscriptions, field_names=None):
+        if field_names and not (field_names & {
+                    'term_months', 'notice_period', 'renewal_months'}):
+            return
+        for subscription in subscriptions:
+            if subscription.notice_period and not subscription.term_months:
+                raise LifecycleValidationError(gettext(
+                        'recurring_invoice.msg_lifecycle_notice_without_term',
+                        subscription=subscription.rec_name))
+
+    @classmethod
+    def write(cls, *args):
+        super().write(*args)
+        # A changed notice period moves the deadline of the current term
+        actions = iter(args)
+        changed, started = [], []
+        for subscriptions, values in zip(actions, actions):
+            if values.keys() & {'notice_period', 'notice_unit'}:
+                changed.extend(subscriptions)
+            if 'term_months' in values:
+                # A term given to a running contract starts at its start
+                started.extend(
+                    s for s in subscriptions if s.state == 'running')
+        if started:
+            cls.start_terms(cls.browse(started))
+        if changed:
+            cls.update_notice_deadlines(cls.browse(changed))
+
+    @classmethod
+    def update_notice_deadlines(cls, subscriptions):
+        "Store the notice deadline of the current term of the contracts"
+        to_write = []
+        for subscription in subscriptions:
+            deadline = (notice_deadline(
+                    subscription.term_end, subscription.notice_period or 0,
+                    subscription.notice_unit)
+                if subscription.notice_period else None)
+            if deadline != subscription.notice_deadline:
+                to_write.extend([[subscription], {
+                            'notice_deadline': deadline}])
+        if to_write:
+            super().write(*to_write)
+
+    @classmethod
+    def run(cls, subscriptions):
+        super().run(subscriptions)
+        cls.start_terms(subscriptions)
+
+    @classmethod
+    def start_terms(cls, subscriptions):
+        """Record the initial term of the contracts that have a term and
+        none yet; a contract that is not renewed ends with it"""
+        pool = Pool()
+        Term = pool.get('sale.subscription.term')
+        terms, to_write = [], []
+        for subscription in subscriptions:
+            if not subscription.term_months or subscription.terms:
+                continue
+            end = term_end(
+                subscription.start_date, subscription.term_months)
+            terms.append(Term(
+                    subscription=subscription, kind='initial',
+                    start_date=subscription.start_date, end_date=end))
+            values = {'term_end': end}
+            if not subscription.renewal_months and (
+                    not subscription.end_date
+                    or subscription.end_date > end):
+                values['end_date'] = end
+            to_write.extend([[subscription], values])
+        Term.save(terms)
+        if to_write:
+            cls.write(*to_write)
+            cls.update_notice_deadlines(cls.browse(
+                    [s for s in subscriptions if s.term_months]))
+
+    @classmethod
+    def generate_recurring_invoices(cls, date=None):
+        "Renew the terms first, remind of the notice deadlines at the end"
+        pool = Pool()
+        Date = pool.get('ir.date')
+        # Without a company it calls itself for each company
+        company = Transaction().context.get('company')
+        if company is not None:
+            cls.renew_terms(date or Date.today())
+        super().generate_recurring_invoices(date=date)
+        if company is not None:
+            with Transaction().new_transaction():
+                cls.remind_notice_deadlines(date or Date.today())
+
+    @classmethod
+    def _to_renew_domain(cls, date):
+        return [
+            ('company', '=', Transaction().context.get('company')),
+            ('state', '=', 'running'),
+            ('term_end', '<=', date),
+            ('renewal_months', '>', 0),
+            ]
+
+    @classmethod
+    def renew_terms(cls, date):
+        """Renew the running contracts whose term ends on or before date and
+        that end later, term after term up to date, each term once also when
+        two nights run at the same time"""
+        transaction = Transaction()
+        if transaction.context.get('company') is None:
+            return
+        with transaction.new_transaction(readonly=True):
+            ids = [s.id for s in cls.search(
+                    cls._to_renew_domain(date), order=[('id', 'ASC')])]
+        process_slices(
+            list(map(list, grouped_slice(ids, BATCH_SIZE))),
+            lambda ids: cls._renew_slice(ids, date))
+
+    @classmethod
+    def _renewable(cls, subscription, date):
+        return bool(
+            subscription.state == 'running'
+            and subscription.renewal_months
+            and subscription.term_end and subscription.term_end <= date
+            and (not subscription.end_date
+                or subscription.end_date > subscription.term_end))
+
+    @classmethod
+    def _renew_slice(cls, ids, date):
+        "Renew the contracts, return False if another process locks them"
+        pool = Pool()
+        Term = pool.get('sale.subscription.term')
+        try:
+            slice_transaction = Transaction().new_transaction(
+                _lock_records={cls._table: ids})
+        except backend.DatabaseOperationalError:
+            logger.info(
+                "skip renewing %d subscriptions locked by another process",
+                len(ids))
+            return False
+        with slice_transaction:
+            terms, to_write = [], []
+            # Read after the lock: what a concurrent night renewed is seen
+            for subscription in cls.browse(ids):
+                end = subscription.term_end
+                while cls._renewable(subscription, date):
+                    start = subscription.term_end + dt.timedelta(days=1)
+                    subscription.term_end = term_end(
+                        start, subscription.renewal_months)
+                    terms.append(Term(
+                            subscription=subscription, kind='renewal',
+                            start_date=start,
+                            end_date=subscription.term_end))
+                if subscription.term_end != end:
+                    to_write.extend([[subscription], {
+                                'term_end': subscription.term_end}])
+            Term.save(terms)
+            if to_write:
+                super().write(*to_write)
+                cls.update_notice_deadlines(cls.browse(ids))
+            if terms:
+                logger.info("%d terms renewed", len(terms))
+        return True
+
+    @classmethod
+    def remind_notice_deadlines(cls, date):
+        """Notify the users of group Recurring Invoicing of the contracts
+        whose notice deadline comes within the reminder days, once per
+        deadline"""
+        pool = Pool()
+        ActWindow = pool.get('ir.action.act_window')
+        Group = pool.get('res.group')
+        ModelData = pool.get('ir.model.data')
+        Notification = pool.get('res.notification')
+        User = pool.get('res.user')
+        company = Transaction().context.get('company')
+        subscriptions = cls.search([
+                ('company', '=', company),
+                ('state', '=', 'running'),
+                ('notice_deadline', '>=', date),
+                ('notice_deadline', '<=', cls._notice_due_date(date)),
+                ], order=[('notice_deadline', 'ASC'), ('id', 'ASC')])
+        subscriptions = [
+            s for s in subscriptions
+            if s.notice_reminded != s.notice_deadline]
+        if not subscriptions:
+            return
+        group = Group(ModelData.get_id(
+                'recurring_invoice', 'group_recurring_invoicing'))
+        action = ActWindow(ModelData.get_id(
+                'recurring_invoice', 'act_subscription_notice_due')).action
+        users = [
+            u for u in User.search([('groups', '=', group.id)])
+            if not u.companies or company in map(int, u.companies)]
+        Lang = pool.get('ir.lang')
+        notifications = []
+        for user in users:
+            language = user.language.code if user.language else None
+            lang = Lang.get(language)
+            with Transaction().set_context(language=language):
+                for subscription in subscriptions:
+                    notifications.append(Notification(
+                            user=user, icon='tryton-notification',
+                            action=action,
+                            label=gettext(
+                                'recurring_invoice.msg_notice_reminder_label'),
+                            description=gettext(
+                                'recurring_invoice.msg_notice_reminder',
+                                subscription=subscription.rec_name,
+                                party=subscription.party.rec_name,
+                                deadline=lang.strftime(
+                                    subscription.notice_deadline),
+                                term_end=lang.strftime(
+                                    subscription.term_end))))
+        with without_check_access():
+            Notification.save(notifications)
+        for sub_subscriptions in grouped_slice(subscriptions, BATCH_SIZE):
+            to_write = []
+            for subscription in sub_subscriptions:
+                to_write.extend([[subscription], {
+                            'notice_reminded': subscription.notice_deadline,
+                            }])
+            super().write(*to_write)
+
+
+class Term(ModelSQL, ModelView):
+    __name__ = 'sale.subscription.term'
+
+    subscription = fields.Many2One(
+        'sale.subscription', "Contract", required=True, ondelete='CASCADE')
+    kind = fields.Selection([
+            ('initial', "Initial"),
+            ('renewal', "Renewal"),
+            ], "Kind", required=True, readonly=True)
+    start_date = fields.Date("Start Date", required=True, readonly=True)
+    end_date = fields.Date(
+        "End Date", required=True, readonly=True,
+        domain=[
+            ('end_date', '>=', Eval('start_date', None)),
+            ])
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order.insert(0, ('start_date', 'ASC'))
+        t = cls.__table__()
+        cls._sql_indexes.add(
+            Index(t, (t.subscription, Index.Equality())))
