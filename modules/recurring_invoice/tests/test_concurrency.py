@@ -108,6 +108,42 @@ class ConcurrencyTestCase(unittest.TestCase):
                 subscription.next_invoice_date, dt.date(2025, 4, 1))
             self.assertIsNone(subscription.invoice_error)
 
+    @unittest.skipIf(
+        backend.name != 'postgresql', "needs concurrent connections")
+    def test_concurrent_renewals(self):
+        "Two nights at the same time renew each term exactly once"
+        Subscription = Model.get('sale.subscription')
+        customer, services = get_contract_data()
+        subscription = create_contract(
+            customer, [services['Garden Care']], dt.date(2025, 1, 1),
+            preset='yearly')
+        subscription.term_months = 2
+        subscription.renewal_months = 12
+        subscription.save()
+        subscriptions = [subscription] + Subscription.duplicate(
+            [subscription] * 99)
+        Subscription.click(subscriptions, 'quote')
+        Subscription.click(subscriptions, 'run')
+        company = get_company()
+        start = time.time() + 3
+        workers = [
+            subprocess.Popen([
+                    sys.executable, '-c', WORKER, DB_NAME, str(company.id),
+                    '2025-03-01', str(start)],
+                env=os.environ.copy())
+            for _ in range(2)]
+        for worker in workers:
+            self.assertEqual(worker.wait(timeout=300), 0)
+        for subscription in subscriptions:
+            subscription.reload()
+            self.assertEqual(
+                [(t.kind, t.start_date, t.end_date)
+                    for t in subscription.terms], [
+                    ('initial', dt.date(2025, 1, 1), dt.date(2025, 2, 28)),
+                    ('renewal', dt.date(2025, 3, 1), dt.date(2026, 2, 28)),
+                    ])
+            self.assertEqual(subscription.term_end, dt.date(2026, 2, 28))
+
     def test_period_unique(self):
         "The database refuses a second invoice for the same period"
         Invoice = Model.get('account.invoice')
