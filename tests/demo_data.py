@@ -197,6 +197,14 @@ AUTOMATIC_DELIVERY = [
     (19, ['letter', 'direct_debit']),
     ]
 
+# The contracts with a term: (term months, renewal months, notice period,
+# notice unit); DEMO-003's notice deadline is at the end of this month, so
+# it is under "Notice Deadlines" and the admin was reminded of it
+TERMS = {
+    2: (12, 12, 3, 'month'),
+    3: (12, 12, 1, 'month'),
+    }
+
 # the channels added to the contracts of AUTOMATIC_DELIVERY of a demo
 # database made before them (the others are left as the office set them)
 NEW_CHANNELS = ['datev', 'document_store']
@@ -1061,6 +1069,13 @@ def setup_contracts(config, customers, services, today):
                 + (f", until {values['end']}" if values['end'] else "")
                 + (f", activated {values['activated']}"
                     if values['activated'] else ", to activate"))
+        if i in TERMS and not subscription.term_months:
+            (subscription.term_months, subscription.renewal_months,
+                subscription.notice_period,
+                subscription.notice_unit) = TERMS[i]
+            subscription.save()
+            log(f"contract {reference}: term {TERMS[i][0]} months, renewed "
+                f"by {TERMS[i][1]}, notice {TERMS[i][2]} {TERMS[i][3]}(s)")
         if values['activated']:
             activations[min(values['activated'], today)].append(
                 subscription)
@@ -2113,6 +2128,11 @@ def main(database, config_file, date=None, generate=True, contracts=True):
     log(f"additional invoices: {len(additional)} "
         f"({sum(i.state == 'draft' for i in additional)} draft), "
         f"{len(billed)} of them billed by dispatch orders")
+    due = Subscription.find([('notice_due', '=', True)])
+    log("notice deadlines within the reminder days: "
+        + (', '.join(f'{s.reference} ({s.notice_deadline})' for s in due)
+            or 'none')
+        + " (Sales › Recurring Invoices › Notice Deadlines)")
     if module_activated('edocument_uncefact'):
         sent = Invoice.find([
                 ('type', '=', 'out'), ('sent_date', '!=', None)])
