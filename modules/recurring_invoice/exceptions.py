@@ -100,3 +100,11 @@ class EinvoiceValidationError(ValidationError):
 
 class LifecycleValidationError(ValidationError):
     pass
+
+
+class TerminationError(UserError):
+    pass
+
+
+class TerminationWarning(UserWarning):
+    pass

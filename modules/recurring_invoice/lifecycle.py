@@ -7,17 +7,22 @@ import logging
 
 from dateutil.relativedelta import relativedelta
 
+from decimal import Decimal
+
 from trytond import backend
 from trytond.i18n import gettext
-from trytond.model import Index, ModelSQL, ModelView, fields
+from trytond.model import (
+    DeactivableMixin, Index, ModelSQL, ModelView, fields, sequence_ordered)
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Bool, Eval
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
+from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from turnus.tools import process_slices
 
-from .exceptions import LifecycleValidationError
+from .exceptions import (
+    LifecycleValidationError, TerminationError, TerminationWarning)
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +142,16 @@ class Subscription(metaclass=PoolMeta):
     terms = fields.One2Many(
         'sale.subscription.term', 'subscription', "Terms", readonly=True,
         order=[('start_date', 'ASC')])
+    termination_date = fields.Date(
+        "Termination Date", readonly=True,
+        help="The day the contract ends by its termination.")
+    termination_reason = fields.Many2One(
+        'sale.subscription.termination_reason', "Termination Reason",
+        readonly=True, ondelete='RESTRICT')
+    termination_comment = fields.Text("Termination Comment", readonly=True)
+    terminated_by = fields.Many2One(
+        'res.user', "Terminated by", readonly=True)
+    terminated_at = fields.DateTime("Terminated at", readonly=True)
 
     @classmethod
     def __setup__(cls):
@@ -148,6 +163,25 @@ class Subscription(metaclass=PoolMeta):
                 Index(t, (t.term_end, Index.Range()),
                     where=t.state == 'running'),
                 })
+        cls._setup_buttons()
+
+    @classmethod
+    def _setup_buttons(cls):
+        cls._buttons.update({
+                'terminate': {
+                    'invisible': (
+                        (Eval('state') != 'running')
+                        | Bool(Eval('termination_date'))),
+                    'icon': 'tryton-cancel',
+                    'depends': ['state', 'termination_date'],
+                    },
+                })
+
+    @classmethod
+    @ModelView.button_action(
+        'recurring_invoice.wizard_subscription_terminate')
+    def terminate(cls, subscriptions):
+        pass
 
     @classmethod
     def default_term_months(cls):
@@ -168,7 +202,10 @@ class Subscription(metaclass=PoolMeta):
     @classmethod
     def copy(cls, subscriptions, default=None):
         default = default.copy() if default is not None else {}
-        for name in ['term_end', 'notice_deadline', 'notice_reminded']:
+        for name in [
+                'term_end', 'notice_deadline', 'notice_reminded',
+                'termination_date', 'termination_reason',
+                'termination_comment', 'terminated_by', 'terminated_at']:
             default.setdefault(name, None)
         default.setdefault('terms', None)
         return super().copy(subscriptions, default=default)
@@ -440,6 +477,111 @@ class Subscription(metaclass=PoolMeta):
                             }])
             super().write(*to_write)
 
+    def get_termination_date(self, date):
+        """Return the earliest day a termination arriving on date ends the
+        contract: the end of the current term when its notice deadline is
+        not passed, else of the next term; date for an open-ended
+        contract"""
+        if not self.term_end:
+            return max(date, self.start_date)
+        end = self.term_end
+        while True:
+            deadline = notice_deadline(
+                end, self.notice_period or 0, self.notice_unit)
+            if date <= deadline or not self.renewal_months:
+                return end
+            end = term_end(end + dt.timedelta(days=1), self.renewal_months)
+
+    @classmethod
+    def terminate_on(cls, subscriptions, date, reason=None, comment=None):
+        """End the contracts on date for reason: their end date, who, when
+        and why, and a draft credit note for what posted invoices billed
+        after date; the caller checked the date against the notice"""
+        for subscription in subscriptions:
+            if subscription.state == 'closed':
+                raise TerminationError(gettext(
+                        'recurring_invoice.msg_termination_closed',
+                        subscription=subscription.rec_name))
+            if date < subscription.start_date:
+                raise TerminationError(gettext(
+                        'recurring_invoice.msg_termination_before_start',
+                        subscription=subscription.rec_name,
+                        start=subscription.start_date))
+        credits = cls._termination_credits(subscriptions, date)
+        # core's end date is read-only once running
+        super().write(list(subscriptions), {
+                'end_date': date,
+                'termination_date': date,
+                'termination_reason': reason.id if reason else None,
+                'termination_comment': comment,
+                'terminated_by': Transaction().user or None,
+                'terminated_at': dt.datetime.now(),
+                })
+        if credits:
+            cls.create_additional_invoices(credits)
+        cls._terminated(cls.browse(subscriptions), date)
+
+    @classmethod
+    def _terminated(cls, subscriptions, date):
+        "Called once the contracts end on date; extend to stop more"
+
+    @classmethod
+    def _termination_credits(cls, subscriptions, date):
+        """Return the requests of the credit notes (create_additional_invoices)
+        for the days after date that posted invoices billed; raise
+        TerminationError for a draft invoice that bills them"""
+        pool = Pool()
+        Date = pool.get('ir.date')
+        InvoiceLine = pool.get('account.invoice.line')
+        today = Date.today()
+        requests = []
+        for subscription in subscriptions:
+            lines = InvoiceLine.search([
+                    ('invoice.subscription', '=', subscription.id),
+                    ('invoice.type', '=', 'out'),
+                    ('invoice.state', '!=', 'cancelled'),
+                    ('type', '=', 'line'),
+                    ('service_end_date', '>', date),
+                    ], order=[('service_start_date', 'ASC'), ('id', 'ASC')])
+            credits = []
+            for line in lines:
+                if line.invoice.state in {'draft', 'validated'}:
+                    raise TerminationError(gettext(
+                            'recurring_invoice.msg_termination_draft',
+                            subscription=subscription.rec_name,
+                            invoice=line.invoice.rec_name, date=date))
+                if line.quantity <= 0:
+                    continue
+                start = max(line.service_start_date, date
+                    + dt.timedelta(days=1))
+                end = line.service_end_date
+                days = (end - start).days + 1
+                full = (end - line.service_start_date).days + 1
+                if start > line.service_start_date and not (
+                        line.product
+                        and line.product.template.subscription_prorate):
+                    # Not prorated: the started period is billed whole
+                    continue
+                digits = InvoiceLine.unit_price.digits[1]
+                price = (line.unit_price * Decimal(days) / Decimal(full)
+                    ).quantize(Decimal(1).scaleb(-digits))
+                credits.append({
+                        'product': line.product,
+                        'quantity': -line.quantity,
+                        'unit': line.unit,
+                        'unit_price': price,
+                        'description': gettext(
+                            'recurring_invoice.msg_termination_credit_line',
+                            description=line.description or '',
+                            invoice=line.invoice.rec_name),
+                        'origin': line,
+                        'service_start_date': start,
+                        'service_end_date': end,
+                        })
+            if credits:
+                requests.append((subscription, today, credits))
+        return requests
+
 
 class Term(ModelSQL, ModelView):
     __name__ = 'sale.subscription.term'
@@ -464,3 +606,87 @@ class Term(ModelSQL, ModelView):
         t = cls.__table__()
         cls._sql_indexes.add(
             Index(t, (t.subscription, Index.Equality())))
+
+
+class TerminationReason(sequence_ordered(), DeactivableMixin, ModelSQL,
+        ModelView):
+    __name__ = 'sale.subscription.termination_reason'
+
+    name = fields.Char("Name", required=True, translate=True)
+
+
+class TerminateStart(ModelView):
+    __name__ = 'sale.subscription.terminate.start'
+
+    subscription = fields.Many2One(
+        'sale.subscription', "Contract", readonly=True)
+    allowed_date = fields.Date(
+        "Earliest Date", readonly=True,
+        help="The earliest end a termination arriving today reaches.")
+    date = fields.Date(
+        "Date", required=True,
+        help="The last day of the contract.")
+    reason = fields.Many2One(
+        'sale.subscription.termination_reason', "Reason", required=True)
+    comment = fields.Text("Comment")
+
+
+class Terminate(Wizard):
+    __name__ = 'sale.subscription.terminate'
+    start = StateView(
+        'sale.subscription.terminate.start',
+        'recurring_invoice.subscription_terminate_start_view_form', [
+            Button("Cancel", 'end', 'tryton-cancel'),
+            Button("Terminate", 'terminate', 'tryton-ok', default=True),
+            ])
+    terminate = StateTransition()
+
+    def default_start(self, fields):
+        pool = Pool()
+        Date = pool.get('ir.date')
+        subscription = self.record
+        with Transaction().set_context(company=subscription.company.id):
+            today = Date.today()
+        allowed = subscription.get_termination_date(today)
+        return {
+            'subscription': subscription.id,
+            'allowed_date': allowed,
+            'date': allowed,
+            }
+
+    def transition_terminate(self):
+        pool = Pool()
+        Date = pool.get('ir.date')
+        Lang = pool.get('ir.lang')
+        ModelData = pool.get('ir.model.data')
+        User = pool.get('res.user')
+        Warning = pool.get('res.user.warning')
+        subscription = self.record
+        with Transaction().set_context(company=subscription.company.id):
+            today = Date.today()
+        allowed = subscription.get_termination_date(today)
+        date = self.start.date
+        lang = Lang.get()
+        if subscription.state == 'running' and date < allowed and (
+                date >= subscription.start_date):
+            # An extraordinary termination
+            group = ModelData.get_id(
+                'recurring_invoice', 'group_recurring_invoicing_admin')
+            user = User(Transaction().user)
+            if group not in {g.id for g in user.groups}:
+                raise TerminationError(gettext(
+                        'recurring_invoice.msg_termination_too_early',
+                        subscription=subscription.rec_name,
+                        date=lang.strftime(date),
+                        allowed=lang.strftime(allowed)))
+            key = Warning.format(
+                'extraordinary_termination', [subscription])
+            if Warning.check(key):
+                raise TerminationWarning(key, gettext(
+                        'recurring_invoice.msg_termination_extraordinary',
+                        subscription=subscription.rec_name,
+                        date=lang.strftime(date),
+                        allowed=lang.strftime(allowed)))
+        subscription.__class__.terminate_on(
+            [subscription], date, self.start.reason, self.start.comment)
+        return 'end'
