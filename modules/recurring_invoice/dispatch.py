@@ -198,3 +198,33 @@ class InvoiceLine(metaclass=PoolMeta):
     @classmethod
     def _get_origin(cls):
         return super()._get_origin() + ['dispatch.order.line']
+
+
+class Subscription(metaclass=PoolMeta):
+    __name__ = 'sale.subscription'
+
+    @classmethod
+    def _terminated(cls, subscriptions, date):
+        """Cancel the orders not done yet of the contracts that are due after
+        their end, with a note; the generation stops at the end date"""
+        pool = Pool()
+        Lang = pool.get('ir.lang')
+        Order = pool.get('dispatch.order')
+        super()._terminated(subscriptions, date)
+        orders = Order.search([
+                ('contract', 'in', [s.id for s in subscriptions]),
+                ('state', 'in', ['draft', 'planned']),
+                ['OR',
+                    ('planning_date', '>', date),
+                    [('planning_date', '=', None), ('key_date', '>', date)],
+                    ],
+                ])
+        if not orders:
+            return
+        lang = Lang.get()
+        for order in orders:
+            note = gettext('recurring_invoice.msg_termination_order_note',
+                date=lang.strftime(date))
+            order.notes = '\n'.join(filter(None, [order.notes, note]))
+        Order.save(orders)
+        Order.cancel(orders)
