@@ -164,6 +164,9 @@ class ConverterTestCase(unittest.TestCase):
             self.assertFalse(converter.ping())
         converter.ensure()
         self.assertNotEqual(converter.pid, pid)
+        # The short timeout was for the health check: the first PDF/A of a
+        # new LibreOffice may take longer on a busy machine
+        converter.timeout = 30
         self.convert(converter, 'after')
 
     def test_dead(self):
