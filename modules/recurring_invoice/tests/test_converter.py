@@ -58,6 +58,33 @@ def _group_pids(pgid):
     return [p for p in group_pids(pgid) if p != pgid]
 
 
+def _state(pid):
+    "The state letter of process pid (None when it is gone)"
+    try:
+        with open(f'/proc/{pid}/stat') as fp:
+            return fp.read().rsplit(')', 1)[-1].split()[0]
+    except OSError:
+        return None
+
+
+def _stop_group(pgid, timeout=10):
+    """Stop the processes of group pgid but its leader (LibreOffice of a
+    listener) and wait until they are stopped; the processes LibreOffice
+    starts meanwhile (a busy machine) are stopped too"""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = _group_pids(pgid)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        if pids and all(_state(p) in {'T', 't', None} for p in pids):
+            time.sleep(0.2)
+            if set(_group_pids(pgid)) <= set(pids):
+                return pids
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes of group {pgid} not stopped")
+        time.sleep(0.1)
+
+
 @unittest.skipIf(MISSING, MISSING)
 class ConverterTestCase(unittest.TestCase):
     "The persistent converter"
@@ -158,8 +185,7 @@ class ConverterTestCase(unittest.TestCase):
         converter = self.converter(timeout=2)
         converter.start()
         pid = converter.pid
-        for soffice_pid in _group_pids(pid):
-            os.kill(soffice_pid, signal.SIGSTOP)
+        _stop_group(pid)
         with self.assertLogs(LOGGER, 'WARNING'):
             self.assertFalse(converter.ping())
         converter.ensure()
