@@ -312,26 +312,28 @@ class Subscription(metaclass=PoolMeta):
         none yet; a contract that is not renewed ends with it"""
         pool = Pool()
         Term = pool.get('sale.subscription.term')
-        terms, to_write = [], []
-        for subscription in subscriptions:
-            if not subscription.term_months or subscription.terms:
-                continue
-            end = term_end(
-                subscription.start_date, subscription.term_months)
-            terms.append(Term(
-                    subscription=subscription, kind='initial',
-                    start_date=subscription.start_date, end_date=end))
-            values = {'term_end': end}
-            if not subscription.renewal_months and (
-                    not subscription.end_date
-                    or subscription.end_date > end):
-                values['end_date'] = end
-            to_write.extend([[subscription], values])
-        Term.save(terms)
-        if to_write:
-            cls.write(*to_write)
-            cls.update_notice_deadlines(cls.browse(
-                    [s for s in subscriptions if s.term_months]))
+        # In slices: a selection of thousands activated at once
+        for sub_subscriptions in grouped_slice(subscriptions, BATCH_SIZE):
+            terms, to_write, started = [], [], []
+            for subscription in sub_subscriptions:
+                if not subscription.term_months or subscription.terms:
+                    continue
+                end = term_end(
+                    subscription.start_date, subscription.term_months)
+                terms.append(Term(
+                        subscription=subscription, kind='initial',
+                        start_date=subscription.start_date, end_date=end))
+                values = {'term_end': end}
+                if not subscription.renewal_months and (
+                        not subscription.end_date
+                        or subscription.end_date > end):
+                    values['end_date'] = end
+                to_write.extend([[subscription], values])
+                started.append(subscription)
+            Term.save(terms)
+            if to_write:
+                cls.write(*to_write)
+                cls.update_notice_deadlines(cls.browse(started))
 
     @classmethod
     def generate_recurring_invoices(cls, date=None):
@@ -468,7 +470,9 @@ class Subscription(metaclass=PoolMeta):
                                 term_end=lang.strftime(
                                     subscription.term_end))))
         with without_check_access():
-            Notification.save(notifications)
+            for sub_notifications in grouped_slice(
+                    notifications, BATCH_SIZE):
+                Notification.save(list(sub_notifications))
         for sub_subscriptions in grouped_slice(subscriptions, BATCH_SIZE):
             to_write = []
             for subscription in sub_subscriptions:
