@@ -4,6 +4,7 @@
 automatic renewal by the nightly run"""
 import datetime as dt
 import logging
+from collections import defaultdict
 
 from dateutil.relativedelta import relativedelta
 
@@ -538,17 +539,22 @@ class Subscription(metaclass=PoolMeta):
         Date = pool.get('ir.date')
         InvoiceLine = pool.get('account.invoice.line')
         today = Date.today()
+        # One search for all the contracts
+        by_subscription = defaultdict(list)
+        for sub_ids in grouped_slice([s.id for s in subscriptions]):
+            for line in InvoiceLine.search([
+                        ('invoice.subscription', 'in', list(sub_ids)),
+                        ('invoice.type', '=', 'out'),
+                        ('invoice.state', '!=', 'cancelled'),
+                        ('type', '=', 'line'),
+                        ('service_end_date', '>', date),
+                        ], order=[
+                        ('service_start_date', 'ASC'), ('id', 'ASC')]):
+                by_subscription[line.invoice.subscription.id].append(line)
         requests = []
         for subscription in subscriptions:
-            lines = InvoiceLine.search([
-                    ('invoice.subscription', '=', subscription.id),
-                    ('invoice.type', '=', 'out'),
-                    ('invoice.state', '!=', 'cancelled'),
-                    ('type', '=', 'line'),
-                    ('service_end_date', '>', date),
-                    ], order=[('service_start_date', 'ASC'), ('id', 'ASC')])
             credits = []
-            for line in lines:
+            for line in by_subscription[subscription.id]:
                 if line.invoice.state in {'draft', 'validated'}:
                     raise TerminationError(gettext(
                             'recurring_invoice.msg_termination_draft',
