@@ -2,6 +2,8 @@
 # this repository contains the full copyright notices and license terms.
 """Dispatch orders bill their extra work as additional invoices of their
 contract (registered only with dispatch_order activated)"""
+import datetime as dt
+
 from trytond.i18n import gettext
 from trytond.model import ModelView, Workflow, fields
 from trytond.modules.product import price_digits
@@ -228,3 +230,76 @@ class Subscription(metaclass=PoolMeta):
             order.notes = '\n'.join(filter(None, [order.notes, note]))
         Order.save(orders)
         Order.cancel(orders)
+
+    @classmethod
+    def _paused(cls, pauses):
+        """Cancel the orders not done yet that are due in the pauses, with
+        a note"""
+        pool = Pool()
+        Order = pool.get('dispatch.order')
+        super()._paused(pauses)
+        domain = ['OR']
+        for pause in pauses:
+            end = pause.date_to or dt.date.max
+            domain.append([
+                    ('contract', '=', pause.subscription.id),
+                    ['OR',
+                        [('planning_date', '>=', pause.date_from),
+                            ('planning_date', '<=', end)],
+                        [('planning_date', '=', None),
+                            ('key_date', '>=', pause.date_from),
+                            ('key_date', '<=', end)],
+                        ],
+                    ])
+        orders = Order.search([
+                ('state', 'in', ['draft', 'planned']),
+                domain,
+                ])
+        if not orders:
+            return
+        pauses = {p.subscription: p for p in pauses}
+        for order in orders:
+            pause = pauses[order.contract]
+            note = gettext('recurring_invoice.msg_pause_order_note',
+                pause=pause.rec_name, reason=pause.reason or '')
+            order.notes = '\n'.join(filter(None, [order.notes, note]))
+        Order.save(orders)
+        Order.cancel(orders)
+
+    def _get_dispatch_dates(self, key_dates, planning_dates, date=None,
+            count=1):
+        """No order is due in a pause: the rhythm skips its key dates, an
+        order after a planning date waits for the end of the pause"""
+        dates = super()._get_dispatch_dates(
+            key_dates, planning_dates, date=date, count=count)
+        intervals = self._pause_intervals()
+        if not intervals or not dates:
+            return dates
+        if self.dispatch_mode == 'planning_date':
+            until = dt.date.max
+            if date:
+                until = date + dt.timedelta(days=self.dispatch_lead_days or 0)
+            until = min(until, self.end_date or dt.date.max)
+            result = []
+            for day in dates:
+                for start, end in intervals:
+                    if start <= day <= end:
+                        day = (end + dt.timedelta(days=1)
+                            if end < dt.date.max else None)
+                if day and day <= until:
+                    result.append(day)
+            return result
+        dates = [d for d in dates
+            if not any(s <= d <= e for s, e in intervals)]
+        if not date and len(dates) < count:
+            # The next ones after the pauses
+            last, orders = key_dates
+            for day in self._get_key_dates(
+                    last, until=self.end_date, count=count + 400):
+                if (not any(s <= day <= e for s, e in intervals)
+                        and day not in dates):
+                    dates.append(day)
+                if len(dates) >= count:
+                    break
+            dates = sorted(dates)[:count]
+        return dates

@@ -108,3 +108,11 @@ class TerminationError(UserError):
 
 class TerminationWarning(UserWarning):
     pass
+
+
+class PauseError(UserError):
+    pass
+
+
+class PauseValidationError(ValidationError):
+    pass

@@ -565,7 +565,6 @@ class Subscription(metaclass=PoolMeta):
                 start = max(line.service_start_date, date
                     + dt.timedelta(days=1))
                 end = line.service_end_date
-                days = (end - start).days + 1
                 full = (end - line.service_start_date).days + 1
                 if start > line.service_start_date and not (
                         line.product
@@ -573,21 +572,26 @@ class Subscription(metaclass=PoolMeta):
                     # Not prorated: the started period is billed whole
                     continue
                 digits = InvoiceLine.unit_price.digits[1]
-                price = (line.unit_price * Decimal(days) / Decimal(full)
-                    ).quantize(Decimal(1).scaleb(-digits))
-                credits.append({
-                        'product': line.product,
-                        'quantity': -line.quantity,
-                        'unit': line.unit,
-                        'unit_price': price,
-                        'description': gettext(
-                            'recurring_invoice.msg_termination_credit_line',
-                            description=line.description or '',
-                            invoice=line.invoice.rec_name),
-                        'origin': line,
-                        'service_start_date': start,
-                        'service_end_date': end,
-                        })
+                # Without the days of pauses: credited or not billed
+                for part_start, part_end in subscription._get_period_segments(
+                        start, end):
+                    days = (part_end - part_start).days + 1
+                    price = (line.unit_price * Decimal(days) / Decimal(full)
+                        ).quantize(Decimal(1).scaleb(-digits))
+                    credits.append({
+                            'product': line.product,
+                            'quantity': -line.quantity,
+                            'unit': line.unit,
+                            'unit_price': price,
+                            'description': gettext(
+                                'recurring_invoice'
+                                '.msg_termination_credit_line',
+                                description=line.description or '',
+                                invoice=line.invoice.rec_name),
+                            'origin': line,
+                            'service_start_date': part_start,
+                            'service_end_date': part_end,
+                            })
             if credits:
                 requests.append((subscription, today, credits))
         return requests

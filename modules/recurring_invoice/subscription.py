@@ -305,6 +305,8 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                 break
             end, full_end = self.get_period(start, rrulesets)
             if start not in invoiced:
+                if self._invoice_period_waits(start, end, date):
+                    break
                 periods.append((invoice_date, start, end, full_end))
             start = self.get_next_period_start(start, rrulesets)
             next_date = (self.get_period_invoice_date(start, rrulesets)
@@ -312,6 +314,14 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
             assert not next_date or next_date > invoice_date
             self.next_invoice_date = next_date
         return periods
+
+    def _invoice_period_waits(self, start, end, date):
+        "Return True if the period is not invoiced yet by the run of date"
+        return False
+
+    def _get_period_segments(self, start, end):
+        "Return the (start, end) of the parts of the period to bill"
+        return [(start, end)]
 
     # Activation
 
@@ -691,19 +701,21 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                 invoice.planned = planned
                 product_lines, grouped = Consumption.get_invoice_lines(
                     to_invoice, invoice)
-                for line in product_lines:
-                    subscription._set_invoice_line_period(
-                        line, start, end, full_end)
+                segments = subscription._get_period_segments(start, end)
+                period_lines = []
+                for line, line_consumptions in zip(product_lines, grouped):
+                    parts = subscription._get_period_invoice_lines(
+                        line, start, end, full_end, segments)
+                    period_lines.extend(parts)
+                    for consumption in line_consumptions:
+                        consumption.invoice_line = parts[0]
+                        consumptions.append(consumption)
                 invoice_lines = (
-                    subscription._get_prolog_lines(invoice) + product_lines)
+                    subscription._get_prolog_lines(invoice) + period_lines)
                 for sequence, line in enumerate(invoice_lines, 1):
                     line.sequence = sequence
                 invoices.append(invoice)
                 all_invoice_lines.extend(invoice_lines)
-                for line, line_consumptions in zip(product_lines, grouped):
-                    for consumption in line_consumptions:
-                        consumption.invoice_line = line
-                        consumptions.append(consumption)
             lines.extend(subscription.lines)
             subscription.invoice_error = None
 
@@ -744,29 +756,75 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                 invoice=invoice, type='comment',
                 description=self.invoice_prolog)]
 
+    def _get_period_invoice_lines(self, line, start, end, full_end,
+            segments):
+        """Return the invoice lines that bill line for the period: one per
+        segment of the period for a line prorated by days, else line"""
+        subscription_line = line.origin
+        if segments == [(start, end)] or not segments:
+            self._set_invoice_line_period(line, start, end, full_end)
+            return [line]
+        # The segments the line runs in
+        line_end = subscription_line.end_date or dt.date.max
+        segments = [
+            (max(s, subscription_line.start_date), min(e, line_end))
+            for s, e in segments]
+        segments = [(s, e) for s, e in segments if s <= e]
+        if not segments:
+            self._set_invoice_line_period(line, start, end, full_end)
+            return [line]
+        if not self._prorate_line(subscription_line):
+            # Billed whole for the days it runs
+            self._set_invoice_line_service(
+                line, segments[0][0], segments[-1][1], start, full_end,
+                prorate=False)
+            return [line]
+        values = dict(line._values._items())
+        lines = []
+        for index, (segment_start, segment_end) in enumerate(segments):
+            part = line if not index else line.__class__(**values)
+            self._set_invoice_line_service(
+                part, segment_start, segment_end, start, full_end,
+                prorate=True)
+            lines.append(part)
+        return lines
+
+    def _prorate_line(self, subscription_line):
+        "Return True if the line is billed by days of its periods"
+        template = subscription_line.service.product.template
+        return bool(template.subscription_prorate
+            and subscription_line.consumption_recurrence
+            == self.invoice_recurrence)
+
     def _set_invoice_line_period(self, line, start, end, full_end):
-        pool = Pool()
-        Lang = pool.get('ir.lang')
-        party = self.invoice_party or self.party
-        lang = Lang.get(party.lang.code if party.lang else None)
         subscription_line = line.origin
         line_end = end
         if subscription_line.end_date:
             line_end = min(line_end, subscription_line.end_date)
-        line.service_start_date = max(start, subscription_line.start_date)
-        line.service_end_date = line_end
+        self._set_invoice_line_service(
+            line, max(start, subscription_line.start_date), line_end,
+            start, full_end,
+            prorate=(self._prorate_line(subscription_line)
+                and line_end < full_end))
+
+    def _set_invoice_line_service(self, line, service_start, service_end,
+            start, full_end, prorate):
+        """Set the service period of the line, its price prorated by days
+        of the period from start to full_end if prorate"""
+        pool = Pool()
+        Lang = pool.get('ir.lang')
+        party = self.invoice_party or self.party
+        lang = Lang.get(party.lang.code if party.lang else None)
+        line.service_start_date = service_start
+        line.service_end_date = service_end
         with Transaction().set_context(language=lang.code):
             period = gettext('recurring_invoice.msg_service_period',
-                start=lang.strftime(line.service_start_date),
-                end=lang.strftime(line.service_end_date))
+                start=lang.strftime(service_start),
+                end=lang.strftime(service_end))
         line.description = '\n'.join(filter(None, [line.description, period]))
-        template = subscription_line.service.product.template
-        if (template.subscription_prorate
-                and subscription_line.consumption_recurrence
-                == self.invoice_recurrence
-                and line_end < full_end):
+        if prorate:
             full = (full_end - start).days + 1
-            days = (line_end - line.service_start_date).days + 1
+            days = (service_end - service_start).days + 1
             digits = line.__class__.unit_price.digits[1]
             price = line.unit_price * Decimal(days) / Decimal(full)
             line.unit_price = price.quantize(Decimal(1).scaleb(-digits))
