@@ -142,14 +142,15 @@ class Statements:
                 LoggingCursor as cls)
         self.count = Counter()
         self.seconds = Counter()
-        pattern = re.compile(
-            r'\s*(\w+)\b.*?\b(?:FROM|INTO|UPDATE)\s+"(\w+)"', re.S)
+        verb = re.compile(r'\s*(\w+)')
+        table = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"(\w+)"')
         original = cls.execute
         statements = self
 
         def execute(cursor, *args, **kwargs):
-            match = pattern.match(str(args[0])[:400])
-            key = ' '.join(match.groups()) if match else 'other'
+            sql = str(args[0])
+            key = ' '.join(m.group(1) if m else '?'
+                for m in [verb.match(sql), table.search(sql)])
             start = time.perf_counter()
             try:
                 return original(cursor, *args, **kwargs)
@@ -367,6 +368,19 @@ def _lifecycle_problems(state, expected, date):
     return problems
 
 
+def _wrap_write(timers, Subscription):
+    """Time under 'writes' the write of the class that lifecycle.py's
+    super().write calls (the writes of term_end, notice_deadline and
+    notice_reminded), called with the pool's class"""
+    mro = Subscription.__mro__
+    index = next(i for i, klass in enumerate(mro)
+        if '_renew_slice' in klass.__dict__)
+    parent = next(klass for klass in mro[index + 1:]
+        if 'write' in klass.__dict__)
+    timed = timers._timed('writes', parent.__dict__['write'].__func__)
+    parent.write = classmethod(timed)
+
+
 def turnus(spec):
     """The lifecycle part of the night for spec['date']: renew_terms, then
     remind_notice_deadlines, each in a transaction as ir.cron does; then
@@ -385,6 +399,7 @@ def turnus(spec):
     timers.wrap(pool.get('res.notification'), 'save', 'notifications saved')
     timers.wrap(sys.modules[Subscription.renew_terms.__module__], 'gettext',
         'gettext', 'function')
+    _wrap_write(timers, Subscription)
     with Transaction().start(db, 0, context=context, readonly=True):
         expected = _contracts_state(pool, date)
         notifications = pool.get('res.notification').search_count([])
@@ -393,10 +408,11 @@ def turnus(spec):
 
     def night():
         result = {'steps': {}, 'error': None}
-        with h.measured(result, counter, timers):
+        with h.measured(result, counter):
             for name in ['renew_terms', 'remind_notice_deadlines']:
                 step = result['steps'][name] = {}
-                with h.measured(step, counter), statements.measured(step):
+                with h.measured(step, counter, timers), \
+                        statements.measured(step):
                     step['error'] = h.call_in_transaction(db, context,
                         getattr(Subscription, name), date)
                 if step['error'] and not result['error']:
@@ -607,9 +623,10 @@ def _summary(m):
                 s[name] = _median(done, lambda r: _step(r, name)['seconds'])
                 s[name + '_queries'] = _median(
                     done, lambda r: _step(r, name)['queries'])
-            s['timers'] = {key: _median(
-                    done, lambda r: r['first']['timers']['seconds'][key])
-                for key in done[0]['first']['timers']['seconds']}
+            s['timers'] = {name: {key: _median(done, lambda r: _step(
+                            r, name)['timers']['seconds'].get(key, 0))
+                    for key in _step(done[0], name)['timers']['seconds']}
+                for name in ['renew_terms', 'remind_notice_deadlines']}
     return summary
 
 
@@ -775,7 +792,8 @@ def _details(m, summary):
         + f"), {pop['due']:,} due × {pop['users']} users; populated in "
         f"{pop['seconds']:.0f} s")
     if t:
-        timers = t['timers']
+        timers, reminding = (t['timers']['renew_terms'],
+            t['timers']['remind_notice_deadlines'])
         steps = m['result']['turnus'].get('first', {}).get('steps', {})
         renew, remind = t['renew_terms'], t['remind_notice_deadlines']
         text += (f". renew_terms {renew:.2f} s "
@@ -785,13 +803,15 @@ def _details(m, summary):
             f"{timers.get('renew slices', 0):.2f} s: saving the terms "
             f"{timers.get('terms saved', 0):.2f} s, "
             "`update_notice_deadlines` "
-            f"{timers.get('notice deadlines', 0):.2f} s; statements of most "
+            f"{timers.get('notice deadlines', 0):.2f} s, the contracts' "
+            f"writes {timers.get('writes', 0):.2f} s; statements of most "
             f"time: {_statements(steps.get('renew_terms'))}. "
             f"remind_notice_deadlines {remind:.2f} s "
             f"({t['remind_notice_deadlines_queries']:.0f} queries), of "
             "which saving the notifications "
-            f"{timers.get('notifications saved', 0):.2f} s and "
-            f"`gettext` {timers.get('gettext', 0):.2f} s; statements of most "
+            f"{reminding.get('notifications saved', 0):.2f} s, "
+            f"`gettext` {reminding.get('gettext', 0):.2f} s, the contracts' "
+            f"writes {reminding.get('writes', 0):.2f} s; statements of most "
             f"time: {_statements(steps.get('remind_notice_deadlines'))}")
     c = m['result'].get('core', {})
     if c.get('first'):
@@ -819,20 +839,24 @@ def observations(notes):
                 update, [0, 0])
             reminded = steps['remind_notice_deadlines'].get(
                 'statements', {}).get(update, [0, 0])
+            w_renew = t['timers']['renew_terms'].get('writes', 0)
+            w_remind = t['timers']['remind_notice_deadlines'].get(
+                'writes', 0)
             items.append(f"Where the time goes, {label}, N = {n:,}: "
                 f"renew_terms {renew:.2f} s "
                 f"({renew / (renew + remind):.0%}), "
-                f"remind_notice_deadlines {remind:.2f} s. Each renewed "
-                "contract is written alone, twice (`_renew_slice` writes "
-                "`term_end` and `update_notice_deadlines` `notice_deadline`"
-                ", a (records, values) pair per contract, so one UPDATE "
-                f"each): {written[0]:,} UPDATE statements of "
-                f"sale_subscription for {m['populate']['to_renew']:,} "
-                f"contracts, {written[1]:.2f} s in execute "
-                f"({written[1] / renew:.0%} of renew_terms); the reminder "
-                f"writes `notice_reminded` the same way: {reminded[0]:,} "
-                f"UPDATEs, {reminded[1]:.2f} s "
-                f"({reminded[1] / remind:.0%} of remind_notice_deadlines).")
+                f"remind_notice_deadlines {remind:.2f} s. The renewal "
+                "writes each renewed contract alone, twice (`_renew_slice` "
+                "`term_end`, then `update_notice_deadlines` "
+                "`notice_deadline`, a (records, values) pair per contract "
+                f"in one `write` call, so one UPDATE each): {written[0]:,} "
+                f"UPDATE statements for {m['populate']['to_renew']:,} "
+                f"contracts; these writes take {w_renew:.2f} s "
+                f"({w_renew / renew:.0%} of renew_terms), of which "
+                f"{written[1]:.2f} s in the cursor. The reminder writes "
+                "`notice_reminded` the same way, one pair per due "
+                f"contract: {reminded[0]:,} UPDATEs, {w_remind:.2f} s "
+                f"({w_remind / remind:.0%} of remind_notice_deadlines).")
         ratios = []
         for m, summary in measured:
             if 'turnus' in summary and 'core' in summary:
