@@ -24,6 +24,7 @@ from turnus.tools import process_slices
 
 from .exceptions import (
     LifecycleValidationError, TerminationError, TerminationWarning)
+from .invoice_run import _addresses
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,52 @@ class Configuration(metaclass=PoolMeta):
         help="The users of group Recurring Invoicing are notified of the "
         "contracts whose notice deadline comes within this many days.")
 
+    renewal_email = fields.Boolean(
+        "Renewal E-mail",
+        help="If checked, the customers are e-mailed before their contract "
+        "is renewed automatically.")
+    renewal_email_days = fields.Integer(
+        "Renewal E-mail Days",
+        domain=[
+            ('renewal_email_days', '>=', 0),
+            ],
+        states={
+            'invisible': ~Eval('renewal_email'),
+            'required': Bool(Eval('renewal_email')),
+            },
+        help="How many days before the end of the term the customer is "
+        "e-mailed.")
+    renewal_email_template = fields.Many2One(
+        'ir.email.template', "Renewal E-mail Template",
+        domain=[
+            ('model.name', '=', 'sale.subscription'),
+            ],
+        states={
+            'invisible': ~Eval('renewal_email'),
+            'required': Bool(Eval('renewal_email')),
+            })
+
     @classmethod
     def default_notice_reminder_days(cls):
         return 30
+
+    @classmethod
+    def default_renewal_email(cls):
+        return False
+
+    @classmethod
+    def default_renewal_email_days(cls):
+        return 30
+
+    @classmethod
+    def default_renewal_email_template(cls):
+        pool = Pool()
+        ModelData = pool.get('ir.model.data')
+        try:
+            return ModelData.get_id(
+                'recurring_invoice', 'email_template_renewal')
+        except KeyError:
+            return None
 
 
 class Subscription(metaclass=PoolMeta):
@@ -140,6 +184,9 @@ class Subscription(metaclass=PoolMeta):
     notice_reminded = fields.Date(
         "Notice Reminded", readonly=True,
         help="The notice deadline the users were last reminded of.")
+    renewal_notified = fields.Date(
+        "Renewal Notified", readonly=True,
+        help="The end of the term the customer was e-mailed about.")
     terms = fields.One2Many(
         'sale.subscription.term', 'subscription', "Terms", readonly=True,
         order=[('start_date', 'ASC')])
@@ -205,6 +252,7 @@ class Subscription(metaclass=PoolMeta):
         default = default.copy() if default is not None else {}
         for name in [
                 'term_end', 'notice_deadline', 'notice_reminded',
+                'renewal_notified',
                 'termination_date', 'termination_reason',
                 'termination_comment', 'terminated_by', 'terminated_at']:
             default.setdefault(name, None)
@@ -349,6 +397,8 @@ class Subscription(metaclass=PoolMeta):
         if company is not None:
             with Transaction().new_transaction():
                 cls.remind_notice_deadlines(date or Date.today())
+            with Transaction().new_transaction():
+                cls.send_renewal_emails(date or Date.today())
 
     @classmethod
     def _to_renew_domain(cls, date):
@@ -481,6 +531,65 @@ class Subscription(metaclass=PoolMeta):
                             'notice_reminded': subscription.notice_deadline,
                             }])
             super().write(*to_write)
+
+    @classmethod
+    def send_renewal_emails(cls, date):
+        """E-mail the customers of the contracts renewed within the renewal
+        e-mail days of the sale configuration, once per term"""
+        pool = Pool()
+        Configuration = pool.get('sale.configuration')
+        config = Configuration(1)
+        if not config.renewal_email or not config.renewal_email_template:
+            return
+        limit = date + dt.timedelta(days=config.renewal_email_days or 0)
+        subscriptions = cls.search([
+                ('company', '=', Transaction().context.get('company')),
+                ('state', '=', 'running'),
+                ('renewal_months', '>', 0),
+                ('termination_date', '=', None),
+                ('term_end', '>=', date),
+                ('term_end', '<=', limit),
+                ], order=[('term_end', 'ASC'), ('id', 'ASC')])
+        subscriptions = [s for s in subscriptions
+            if s.renewal_notified != s.term_end
+            and cls._renewable(s, s.term_end)]
+        template_id = config.renewal_email_template.id
+        for sub_subscriptions in grouped_slice(subscriptions, BATCH_SIZE):
+            to_write = []
+            for subscription in sub_subscriptions:
+                if cls._send_renewal_email(subscription, template_id):
+                    to_write.extend([[subscription], {
+                                'renewal_notified': subscription.term_end,
+                                }])
+            if to_write:
+                super().write(*to_write)
+
+    @classmethod
+    def _send_renewal_email(cls, subscription, template_id):
+        "Send the renewal e-mail of the contract, return if it was sent"
+        pool = Pool()
+        Email = pool.get('ir.email')
+        Template = pool.get('ir.email.template')
+        party = subscription.invoice_party or subscription.party
+        language = party.lang.code if party.lang else None
+        with Transaction().set_context(language=language):
+            # Read in the language of the customer
+            template = Template(template_id)
+            values = template.get(cls(subscription.id))
+        to = _addresses(values.get('to'))
+        if not to:
+            logger.info(
+                "renewal of subscription %d not e-mailed: no address",
+                subscription.id)
+            return False
+        Email.send(
+            to=to, cc=_addresses(values.get('cc')),
+            bcc=_addresses(values.get('bcc')),
+            subject=values.get('subject', ''),
+            body=values.get('body', ''),
+            record=(cls.__name__, subscription.id),
+            reports=values.get('reports'))
+        return True
 
     def get_termination_date(self, date):
         """Return the earliest day a termination arriving on date ends the

@@ -373,8 +373,9 @@ def _wrap_write(timers, Subscription):
     super().write calls (the writes of term_end, notice_deadline and
     notice_reminded), called with the pool's class"""
     mro = Subscription.__mro__
+    module = Subscription.renew_terms.__module__
     index = next(i for i, klass in enumerate(mro)
-        if '_renew_slice' in klass.__dict__)
+        if klass.__module__ == module and '_renew_slice' in klass.__dict__)
     parent = next(klass for klass in mro[index + 1:]
         if 'write' in klass.__dict__)
     timed = timers._timed('writes', parent.__dict__['write'].__func__)
