@@ -205,6 +205,15 @@ TERMS = {
     3: (12, 12, 1, 'month'),
     }
 
+# Pauses (contract, first day, last day or None, reason), days counted from
+# the first of this month: DEMO-005's rentals, posted by the office, are
+# paused from the 10th to the 20th (a draft credit note refunds the 11
+# days), DEMO-016 is paused from the first of next month until resumed
+PAUSES = [
+    (5, 9, 19, "Umbau der Kanzleiküche"),
+    (16, 'next_month', None, "Umkleiden wegen Sanierung geschlossen"),
+    ]
+
 # the channels added to the contracts of AUTOMATIC_DELIVERY of a demo
 # database made before them (the others are left as the office set them)
 NEW_CHANNELS = ['datev', 'document_store']
@@ -1082,6 +1091,29 @@ def setup_contracts(config, customers, services, today):
         else:
             subscription.click('quote')
     return activations
+
+
+def setup_pauses(today):
+    "Pause the contracts of PAUSES that have no pause yet"
+    from proteus import Wizard
+    first = today.replace(day=1)
+    for number, start, end, reason in PAUSES:
+        contract = get_contract(number)
+        if not contract or contract.state != 'running' or contract.pauses:
+            continue
+        if start == 'next_month':
+            date_from = first + relativedelta(months=1)
+        else:
+            date_from = first + dt.timedelta(days=start)
+        pause = Wizard('sale.subscription.pause', [contract])
+        pause.form.date_from = date_from
+        pause.form.date_to = (
+            first + dt.timedelta(days=end) if end is not None else None)
+        pause.form.reason = reason
+        pause.execute('pause')
+        log(f"contract {contract.reference} paused from {date_from}"
+            + (f" to {pause.form.date_to}" if end is not None else "")
+            + f": {reason}")
 
 
 def setup_datev(company, customers):
@@ -2065,6 +2097,7 @@ def main(database, config_file, date=None, generate=True, contracts=True):
         # a database loaded before: the additional invoice of today
         create_additional_invoice(config, today, materials)
         setup_collective_invoices(config, today)
+        setup_pauses(today)
     setup_dispatch_sequence()
     technicians = setup_technicians(company)
     dispatch_contracts = setup_dispatch_contracts(services)
