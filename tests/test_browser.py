@@ -21,7 +21,9 @@ the demo database (tests/demo_data.py) served by trytond on 127.0.0.1:
    from the invoice list's actions, a send date on the collective invoice
 9. Financial › Reporting › Export to DATEV: last month again ("Export
    Again"), the export opens with its bookings and EXTF file; the night
-   uploaded the invoices of DEMO-001 to the document store
+   uploaded the invoices of DEMO-001 to the document store; a 12-month
+   contract with renewal and 3 months' notice: its notice deadline,
+   terminated; another contract paused
 10. the demo users: admin in German, demo-en in English
 
 The harness is in tests/browser/ (fixture: browser/server.py, steps:
@@ -635,6 +637,104 @@ class WebClientTest(BrowserTestCase):
         self.assertEqual(export['transfer_state'], 'done',
             export['transfer_message'])
         self.assertIn(filename, export['transfer_message'])
+
+    def test_9b_term_terminate_pause(self):
+        """A 12-month contract renewed by 12 months with 3 months' notice:
+        its notice deadline, terminated; another contract paused"""
+        from trytond.modules.recurring_invoice.lifecycle import (
+            notice_deadline, term_end)
+        sao = self.sao
+        today = dt.date.today()
+        end = term_end(today, 12)
+        deadline = notice_deadline(end, 3, 'month')
+        party, service = self.demo_party(), self.demo_service()
+
+        with self.step("a new contract with a monthly recurrence"):
+            sao.open_menu('Sales', 'Recurring Invoices')
+            self.fill_contract(party, service, today)
+            sao.click_button('setup_recurrence')
+            wizard = sao.wizard()
+            sao.set_selection('preset', 'monthly', wizard)
+            sao.set_date('start_date', today, wizard)
+            sao.dialog_button(wizard, 'Preview')
+            sao.wait_rows(wizard, minimum=1)
+            sao.dialog_button(wizard, 'Apply')
+            sao.wait_closed(wizard)
+            sao.wait_no_error()
+        with self.step("tab Term: 12 months, renewal 12, notice 3 months"):
+            sao.page('Term')
+            sao.set_char('term_months', '12')
+            sao.set_char('renewal_months', '12')
+            sao.set_char('notice_period', '3')
+            self.assertEqual(sao.selection('notice_unit')[0], 'month')
+            sao.save()
+            sao.wait_no_error()
+        with self.step("Quote, Activate: the term end and notice deadline"):
+            sao.click_button('quote')
+            sao.wait_selection('state', 'quotation')
+            sao.click_button('run')
+            sao.wait_selection('state', 'running')
+            sao.wait_no_error()
+            sao.wait_value('term_end', sao.format_date(end))
+            sao.wait_value('notice_deadline', sao.format_date(deadline))
+        contract_id = sao.record_id()
+        with self.step("Terminate: on the earliest date, with a reason"):
+            sao.click_button('terminate')
+            wizard = sao.wizard()
+            sao.wait(lambda d: sao.value('allowed_date', wizard),
+                "the earliest date")
+            self.assertEqual(
+                sao.value('allowed_date', wizard), sao.format_date(end))
+            self.assertEqual(sao.value('date', wizard), sao.format_date(end))
+            sao.set_many2one(
+                'reason', "Terminated by the customer", root=wizard)
+            sao.dialog_button(wizard, 'Terminate')
+            sao.wait_closed(wizard)
+            sao.wait_no_error()
+            sao.wait_value('termination_date', sao.format_date(end))
+        values, = self.rpc(
+            'model.sale.subscription.read', [contract_id],
+            ['end_date', 'termination_reason.name'], {})
+        self.assertEqual(_date(values['end_date']), end)
+        self.assertEqual(values['termination_reason.']['name'],
+            "Terminated by the customer")
+
+        # another running contract, not paused yet
+        others = self.search_read(
+            'sale.subscription', [
+                ('state', '=', 'running'),
+                ('id', '!=', contract_id),
+                ('pauses', '=', None),
+                ('reference', '=', 'DEMO-007'),
+                ], ['rec_name'])
+        self.assertTrue(others, "the demo data has no running DEMO-007")
+        other = others[0]
+        start = today.replace(day=1) + relativedelta(months=2)
+        with self.step("another contract: Pause from the month after next"):
+            sao.open_url(f"model/sale.subscription/{other['id']}")
+            sao.wait_view('form')
+            sao.wait_selection('state', 'running')
+            sao.click_button('pause')
+            wizard = sao.wizard()
+            sao.set_date('date_from', start, wizard)
+            sao.set_char('reason', "Praxis im Umbau", wizard)
+            sao.dialog_button(wizard, 'Pause')
+            sao.wait_closed(wizard)
+            sao.wait_no_error()
+        with self.step("the pause on the tab Term, the button Resume"):
+            sao.page('Term')
+            rows = sao.wait_rows(sao.one2many('pauses'))
+            self.assertEqual(len(rows), 1)
+            self.assertIn(sao.format_date(start), rows[0].text)
+            self.assertIn("Praxis im Umbau", rows[0].text)
+            self.assertEqual(sao.button('resume').text.casefold(), 'resume')
+        pauses = self.search_read(
+            'sale.subscription.pause', [('subscription', '=', other['id'])],
+            ['date_from', 'date_to', 'reason'])
+        self.assertEqual(
+            [(_date(p['date_from']), p['date_to'], p['reason'])
+                for p in pauses],
+            [(start, None, "Praxis im Umbau")])
 
 
 class DemoUsersTest(BrowserTestCase):

@@ -536,6 +536,15 @@ class Sao:
 
     def set_char(self, name, value, root=None):
         widget = self.widget(name, root)
+        if widget.get_attribute('type') == 'text' and self.js(
+                "return arguments[0].parentElement.querySelector("
+                "'input[type=number]') !== null;", widget):
+            # A number widget shows a text input and edits in a number
+            # input it switches to on focus
+            self.click(widget)
+            self.idle()
+            widget = self.visible(
+                f'input[type=number][name="{name}"]', root or self.top())
         self.type(widget, value)
         widget.send_keys(Keys.TAB)
         self.idle()
