@@ -611,6 +611,8 @@ class Subscription(metaclass=PoolMeta):
         """End the contracts on date for reason: their end date, who, when
         and why, and a draft credit note for what posted invoices billed
         after date; the caller checked the date against the notice"""
+        # Wait for a night that invoices them: its drafts are seen
+        cls.lock(subscriptions)
         for subscription in subscriptions:
             if subscription.state == 'closed':
                 raise TerminationError(gettext(

@@ -133,6 +133,8 @@ class Subscription(metaclass=PoolMeta):
         the pause that posted invoices billed"""
         pool = Pool()
         Pause = pool.get('sale.subscription.pause')
+        # Wait for a night that invoices them: its drafts are seen
+        cls.lock(subscriptions)
         for subscription in subscriptions:
             if subscription.state != 'running':
                 raise PauseError(gettext(
@@ -160,6 +162,7 @@ class Subscription(metaclass=PoolMeta):
         Pause = pool.get('sale.subscription.pause')
         Lang = pool.get('ir.lang')
         lang = Lang.get()
+        cls.lock(subscriptions)
         to_resume = []
         for subscription in subscriptions:
             # The first pause that is not over on date
