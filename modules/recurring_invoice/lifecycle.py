@@ -5,10 +5,10 @@ automatic renewal by the nightly run"""
 import datetime as dt
 import logging
 from collections import defaultdict
+from decimal import Decimal
 
 from dateutil.relativedelta import relativedelta
-
-from decimal import Decimal
+from sql import Null
 
 from trytond import backend
 from trytond.i18n import gettext
@@ -69,6 +69,19 @@ def notice_deadline(end, period, unit):
         if term_end(day + dt.timedelta(days=1), period) <= end:
             deadline = day
     return deadline
+
+
+def grouped_writes(values):
+    """Return the arguments of write for {record: values}: one pair per
+    distinct values (a night writes the same dates to many contracts)"""
+    groups = defaultdict(list)
+    for record, record_values in values.items():
+        groups[tuple(sorted(record_values.items()))].append(record)
+    args = []
+    for key, records in groups.items():
+        for sub_records in grouped_slice(records):
+            args.extend([list(sub_records), dict(key)])
+    return args
 
 
 class Configuration(metaclass=PoolMeta):
@@ -338,17 +351,19 @@ class Subscription(metaclass=PoolMeta):
     @classmethod
     def update_notice_deadlines(cls, subscriptions):
         "Store the notice deadline of the current term of the contracts"
-        to_write = []
+        to_write = {}
         for subscription in subscriptions:
-            deadline = (notice_deadline(
-                    subscription.term_end, subscription.notice_period or 0,
-                    subscription.notice_unit)
-                if subscription.notice_period else None)
+            deadline = subscription._get_notice_deadline()
             if deadline != subscription.notice_deadline:
-                to_write.extend([[subscription], {
-                            'notice_deadline': deadline}])
+                to_write[subscription] = {'notice_deadline': deadline}
         if to_write:
-            super().write(*to_write)
+            super().write(*grouped_writes(to_write))
+
+    def _get_notice_deadline(self):
+        "The notice deadline of the current term"
+        if self.notice_period:
+            return notice_deadline(
+                self.term_end, self.notice_period, self.notice_unit)
 
     @classmethod
     def run(cls, subscriptions):
@@ -363,7 +378,7 @@ class Subscription(metaclass=PoolMeta):
         Term = pool.get('sale.subscription.term')
         # In slices: a selection of thousands activated at once
         for sub_subscriptions in grouped_slice(subscriptions, BATCH_SIZE):
-            terms, to_write, started = [], [], []
+            terms, to_write, started = [], {}, []
             for subscription in sub_subscriptions:
                 if not subscription.term_months or subscription.terms:
                     continue
@@ -377,11 +392,11 @@ class Subscription(metaclass=PoolMeta):
                         not subscription.end_date
                         or subscription.end_date > end):
                     values['end_date'] = end
-                to_write.extend([[subscription], values])
+                to_write[subscription] = values
                 started.append(subscription)
             Term.save(terms)
             if to_write:
-                cls.write(*to_write)
+                cls.write(*grouped_writes(to_write))
                 cls.update_notice_deadlines(cls.browse(started))
 
     @classmethod
@@ -417,9 +432,13 @@ class Subscription(metaclass=PoolMeta):
         transaction = Transaction()
         if transaction.context.get('company') is None:
             return
-        with transaction.new_transaction(readonly=True):
-            ids = [s.id for s in cls.search(
-                    cls._to_renew_domain(date), order=[('id', 'ASC')])]
+        with transaction.new_transaction(readonly=True) as search:
+            # Only the ids: the records are read slice by slice
+            cursor = search.connection.cursor()
+            cursor.execute(*cls.search(
+                    cls._to_renew_domain(date), order=[('id', 'ASC')],
+                    query=True))
+            ids = [id_ for id_, in cursor]
         process_slices(
             list(map(list, grouped_slice(ids, BATCH_SIZE))),
             lambda ids: cls._renew_slice(ids, date))
@@ -447,7 +466,7 @@ class Subscription(metaclass=PoolMeta):
                 len(ids))
             return False
         with slice_transaction:
-            terms, to_write = [], []
+            terms, to_write = [], {}
             # Read after the lock: what a concurrent night renewed is seen
             for subscription in cls.browse(ids):
                 end = subscription.term_end
@@ -460,12 +479,14 @@ class Subscription(metaclass=PoolMeta):
                             start_date=start,
                             end_date=subscription.term_end))
                 if subscription.term_end != end:
-                    to_write.extend([[subscription], {
-                                'term_end': subscription.term_end}])
+                    to_write[subscription] = {
+                        'term_end': subscription.term_end,
+                        'notice_deadline': (
+                            subscription._get_notice_deadline()),
+                        }
             Term.save(terms)
             if to_write:
-                super().write(*to_write)
-                cls.update_notice_deadlines(cls.browse(ids))
+                super().write(*grouped_writes(to_write))
             if terms:
                 logger.info("%d terms renewed", len(terms))
         return True
@@ -482,16 +503,19 @@ class Subscription(metaclass=PoolMeta):
         Notification = pool.get('res.notification')
         User = pool.get('res.user')
         company = Transaction().context.get('company')
-        subscriptions = cls.search([
-                ('company', '=', company),
-                ('state', '=', 'running'),
-                ('notice_deadline', '>=', date),
-                ('notice_deadline', '<=', cls._notice_due_date(date)),
-                ], order=[('notice_deadline', 'ASC'), ('id', 'ASC')])
-        subscriptions = [
-            s for s in subscriptions
-            if s.notice_reminded != s.notice_deadline]
-        if not subscriptions:
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        # Only the ids of those not reminded of their deadline yet
+        cursor.execute(*table.select(table.id,
+                where=(table.company == company)
+                & (table.state == 'running')
+                & (table.notice_deadline >= date)
+                & (table.notice_deadline <= cls._notice_due_date(date))
+                & ((table.notice_reminded == Null)
+                    | (table.notice_reminded != table.notice_deadline)),
+                order_by=[table.notice_deadline.asc, table.id.asc]))
+        ids = [id_ for id_, in cursor]
+        if not ids:
             return
         group = Group(ModelData.get_id(
                 'recurring_invoice', 'group_recurring_invoicing'))
@@ -500,37 +524,40 @@ class Subscription(metaclass=PoolMeta):
         users = [
             u for u in User.search([('groups', '=', group.id)])
             if not u.companies or company in map(int, u.companies)]
-        Lang = pool.get('ir.lang')
-        notifications = []
+        languages = defaultdict(list)
         for user in users:
-            language = user.language.code if user.language else None
-            lang = Lang.get(language)
-            with Transaction().set_context(language=language):
-                for subscription in subscriptions:
-                    notifications.append(Notification(
-                            user=user, icon='tryton-notification',
-                            action=action,
-                            label=gettext(
-                                'recurring_invoice.msg_notice_reminder_label'),
-                            description=gettext(
-                                'recurring_invoice.msg_notice_reminder',
-                                subscription=subscription.rec_name,
-                                party=subscription.party.rec_name,
-                                deadline=lang.strftime(
-                                    subscription.notice_deadline),
-                                term_end=lang.strftime(
-                                    subscription.term_end))))
-        with without_check_access():
-            for sub_notifications in grouped_slice(
-                    notifications, BATCH_SIZE):
-                Notification.save(list(sub_notifications))
-        for sub_subscriptions in grouped_slice(subscriptions, BATCH_SIZE):
-            to_write = []
-            for subscription in sub_subscriptions:
-                to_write.extend([[subscription], {
-                            'notice_reminded': subscription.notice_deadline,
-                            }])
-            super().write(*to_write)
+            languages[user.language.code if user.language else None].append(
+                user)
+        Lang = pool.get('ir.lang')
+        # In slices: the records of thousands of contracts are read once
+        for sub_ids in grouped_slice(ids, BATCH_SIZE):
+            subscriptions = cls.browse(sub_ids)
+            notifications = []
+            for language, language_users in languages.items():
+                lang = Lang.get(language)
+                with Transaction().set_context(language=language):
+                    label = gettext(
+                        'recurring_invoice.msg_notice_reminder_label')
+                    for subscription in subscriptions:
+                        description = gettext(
+                            'recurring_invoice.msg_notice_reminder',
+                            subscription=subscription.rec_name,
+                            party=subscription.party.rec_name,
+                            deadline=lang.strftime(
+                                subscription.notice_deadline),
+                            term_end=lang.strftime(subscription.term_end))
+                        notifications.extend(Notification(
+                                user=user, icon='tryton-notification',
+                                action=action, label=label,
+                                description=description)
+                            for user in language_users)
+            with without_check_access():
+                for sub_notifications in grouped_slice(
+                        notifications, BATCH_SIZE):
+                    Notification.save(list(sub_notifications))
+            super().write(*grouped_writes({
+                        s: {'notice_reminded': s.notice_deadline}
+                        for s in subscriptions}))
 
     @classmethod
     def send_renewal_emails(cls, date):
