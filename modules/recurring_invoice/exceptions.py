@@ -116,3 +116,15 @@ class PauseError(UserError):
 
 class PauseValidationError(ValidationError):
     pass
+
+
+class PriceRevisionError(UserError):
+    pass
+
+
+class PriceRevisionValidationError(ValidationError):
+    pass
+
+
+class PriceRevisionWarning(UserWarning):
+    pass

@@ -370,7 +370,7 @@ class Subscription(metaclass=PoolMeta):
                         line_start, line_end, resumed):
                     for new_start, new_end in subtract(
                             part_start, part_end, billed):
-                        price = (line.unit_price
+                        price = (line.get_unit_price(new_start)
                             * Decimal(days(new_start, new_end))
                             / Decimal(days(start, full_end))).quantize(
                                 Decimal(1).scaleb(-digits))
@@ -388,7 +388,8 @@ class Subscription(metaclass=PoolMeta):
                         else dt.date.max)
                     if (not subtract(date, span_end, paused)
                             and subtract(date, span_end, resumed)):
-                        charge.append((date, span_end, line.unit_price))
+                        charge.append(
+                            (date, span_end, line.get_unit_price(date)))
             for part_start, part_end, price in charge:
                 charges.append({
                         'product': line.service.product,

@@ -759,22 +759,40 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
     def _get_period_invoice_lines(self, line, start, end, full_end,
             segments):
         """Return the invoice lines that bill line for the period: one per
-        segment of the period for a line prorated by days, else line"""
+        segment of the period (pauses left out) and per price of the line,
+        each prorated by days, for a line billed by days; else line"""
         subscription_line = line.origin
-        if segments == [(start, end)] or not segments:
+        price_dates = []
+        if subscription_line.consumption_recurrence == self.invoice_recurrence:
+            price_dates = subscription_line.get_price_dates(start, end)
+        if not price_dates and (segments == [(start, end)] or not segments):
+            line.unit_price = subscription_line.get_unit_price(
+                max(start, subscription_line.start_date))
             self._set_invoice_line_period(line, start, end, full_end)
             return [line]
         # The segments the line runs in
         line_end = subscription_line.end_date or dt.date.max
         segments = [
             (max(s, subscription_line.start_date), min(e, line_end))
-            for s, e in segments]
+            for s, e in (segments or [(start, end)])]
         segments = [(s, e) for s, e in segments if s <= e]
         if not segments:
+            line.unit_price = subscription_line.get_unit_price(start)
             self._set_invoice_line_period(line, start, end, full_end)
             return [line]
-        if not self._prorate_line(subscription_line):
+        # Each price for its days
+        for date in price_dates:
+            split = []
+            for segment_start, segment_end in segments:
+                if segment_start < date <= segment_end:
+                    split.append((segment_start, date - dt.timedelta(days=1)))
+                    segment_start = date
+                split.append((segment_start, segment_end))
+            segments = split
+        if not price_dates and not self._prorate_line(subscription_line):
             # Billed whole for the days it runs
+            line.unit_price = subscription_line.get_unit_price(
+                segments[0][0])
             self._set_invoice_line_service(
                 line, segments[0][0], segments[-1][1], start, full_end,
                 prorate=False)
@@ -783,6 +801,7 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
         lines = []
         for index, (segment_start, segment_end) in enumerate(segments):
             part = line if not index else line.__class__(**values)
+            part.unit_price = subscription_line.get_unit_price(segment_start)
             self._set_invoice_line_service(
                 part, segment_start, segment_end, start, full_end,
                 prorate=True)
@@ -832,6 +851,14 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
 
 class Line(metaclass=PoolMeta):
     __name__ = 'sale.subscription.line'
+
+    def get_unit_price(self, date):
+        "Return the unit price billed on date"
+        return self.unit_price
+
+    def get_price_dates(self, start, end):
+        "Return the days after start up to end on which the price changes"
+        return []
 
     def compute_next_consumption_date(self, from_date=None):
         if from_date is None:
