@@ -393,7 +393,7 @@ class Subscription(metaclass=PoolMeta):
             for part_start, part_end, price in charge:
                 charges.append({
                         'product': line.service.product,
-                        'quantity': line.quantity,
+                        'quantity': line.get_quantity(part_start),
                         'unit': line.unit,
                         'unit_price': price,
                         'description': gettext(

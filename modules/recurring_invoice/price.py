@@ -135,6 +135,11 @@ class LinePrice(ModelSQL, ModelView):
         help="The first day the price is billed.")
     unit_price = fields.Numeric(
         "Unit Price", digits=price_digits, required=True, readonly=True)
+    quantity = fields.Float(
+        "Quantity", digits='unit', readonly=True,
+        help="The quantity billed from the date; empty: the line's.")
+    unit = fields.Function(fields.Many2One(
+            'product.uom', "Unit"), 'on_change_with_unit')
     revision = fields.Many2One(
         'sale.subscription.price_revision', "Revision", readonly=True,
         ondelete='RESTRICT')
@@ -146,6 +151,10 @@ class LinePrice(ModelSQL, ModelView):
         t = cls.__table__()
         cls._sql_indexes.add(
             Index(t, (t.line, Index.Equality()), (t.date, Index.Range())))
+
+    @fields.depends('line', '_parent_line.unit')
+    def on_change_with_unit(self, name=None):
+        return self.line.unit if self.line else None
 
 
 class PriceRevision(ModelSQL, ModelView):
@@ -201,6 +210,17 @@ class Line(metaclass=PoolMeta):
             # Before the first revision: the first price
             return min(self.prices, key=lambda p: p.date).unit_price
         return super().get_unit_price(date)
+
+    def get_quantity(self, date):
+        "Return the quantity billed on date"
+        prices = [p for p in self.prices
+            if p.quantity is not None and p.date <= date]
+        if prices:
+            return max(prices, key=lambda p: p.date).quantity
+        prices = [p for p in self.prices if p.quantity is not None]
+        if prices:
+            return min(prices, key=lambda p: p.date).quantity
+        return super().get_quantity(date)
 
     def get_price_dates(self, start, end):
         "Return the days after start up to end on which the price changes"
@@ -328,10 +348,11 @@ class Subscription(metaclass=PoolMeta):
                 # The price billed before the first revision
                 prices.append(LinePrice(
                         line=line, date=line.start_date,
-                        unit_price=line.unit_price.quantize(exp)))
+                        unit_price=line.unit_price.quantize(exp),
+                        quantity=line.quantity))
             prices.append(LinePrice(
                     line=line, date=date, unit_price=new_price.quantize(exp),
-                    revision=revision))
+                    quantity=line.get_quantity(date), revision=revision))
         for sub_prices in grouped_slice(prices, 100):
             LinePrice.save(list(sub_prices))
         # The line shows its latest price
@@ -434,9 +455,11 @@ class Subscription(metaclass=PoolMeta):
                         end=lang.strftime(posted.service_end_date),
                         date=lang.strftime(date)))
         for line in lines:
-            # Revisions follow one another: each starts from the last
+            # Revisions and changes follow one another: each starts from
+            # the last
             later = [p.date for p in line.prices
-                if p.revision and p.date >= date]
+                if p.date >= date
+                and (p.revision or p.date != line.start_date)]
             if later:
                 raise PriceRevisionError(gettext(
                         'recurring_invoice.msg_price_same_date',

@@ -685,6 +685,8 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                         ('date', '<=', max_end),
                         ], order=[('date', 'ASC'), ('id', 'ASC')]):
                 pending[consumption.line.subscription].append(consumption)
+        # Lines waiting for the next invoice of their contract
+        waiting = cls._get_waiting_invoice_lines(list(periods))
 
         invoices, all_invoice_lines, consumptions, lines = [], [], [], []
         for subscription, sub_periods in periods.items():
@@ -710,6 +712,9 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
                     for consumption in line_consumptions:
                         consumption.invoice_line = parts[0]
                         consumptions.append(consumption)
+                for line in waiting.pop(subscription, []):
+                    line.invoice = invoice
+                    period_lines.append(line)
                 invoice_lines = (
                     subscription._get_prolog_lines(invoice) + period_lines)
                 for sequence, line in enumerate(invoice_lines, 1):
@@ -728,6 +733,12 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
         cls.close([s for s in subscriptions
                 if s.state == 'running' and not s.next_invoice_date])
         return invoices
+
+    @classmethod
+    def _get_waiting_invoice_lines(cls, subscriptions):
+        """Return {subscription: invoice lines} of the lines without invoice
+        that the next invoice of the subscription bills"""
+        return {}
 
     def _get_recurring_invoice(self, invoice_date, start, end):
         pool = Pool()
@@ -763,11 +774,20 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
         each prorated by days, for a line billed by days; else line"""
         subscription_line = line.origin
         price_dates = []
-        if subscription_line.consumption_recurrence == self.invoice_recurrence:
+        # A line billed in the rhythm of the invoices bills one
+        # consumption per period: its quantity follows the line's history
+        same_rhythm = (
+            subscription_line.consumption_recurrence
+            == self.invoice_recurrence)
+        if same_rhythm:
             price_dates = subscription_line.get_price_dates(start, end)
+
+        def set_values(part, date):
+            part.unit_price = subscription_line.get_unit_price(date)
+            if same_rhythm:
+                part.quantity = subscription_line.get_quantity(date)
         if not price_dates and (segments == [(start, end)] or not segments):
-            line.unit_price = subscription_line.get_unit_price(
-                max(start, subscription_line.start_date))
+            set_values(line, max(start, subscription_line.start_date))
             self._set_invoice_line_period(line, start, end, full_end)
             return [line]
         # The segments the line runs in
@@ -777,7 +797,7 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
             for s, e in (segments or [(start, end)])]
         segments = [(s, e) for s, e in segments if s <= e]
         if not segments:
-            line.unit_price = subscription_line.get_unit_price(start)
+            set_values(line, start)
             self._set_invoice_line_period(line, start, end, full_end)
             return [line]
         # Each price for its days
@@ -791,8 +811,7 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
             segments = split
         if not price_dates and not self._prorate_line(subscription_line):
             # Billed whole for the days it runs
-            line.unit_price = subscription_line.get_unit_price(
-                segments[0][0])
+            set_values(line, segments[0][0])
             self._set_invoice_line_service(
                 line, segments[0][0], segments[-1][1], start, full_end,
                 prorate=False)
@@ -801,7 +820,7 @@ class Subscription(SubscriptionNameMixin, metaclass=PoolMeta):
         lines = []
         for index, (segment_start, segment_end) in enumerate(segments):
             part = line if not index else line.__class__(**values)
-            part.unit_price = subscription_line.get_unit_price(segment_start)
+            set_values(part, segment_start)
             self._set_invoice_line_service(
                 part, segment_start, segment_end, start, full_end,
                 prorate=True)
@@ -855,6 +874,10 @@ class Line(metaclass=PoolMeta):
     def get_unit_price(self, date):
         "Return the unit price billed on date"
         return self.unit_price
+
+    def get_quantity(self, date):
+        "Return the quantity billed on date"
+        return self.quantity
 
     def get_price_dates(self, start, end):
         "Return the days after start up to end on which the price changes"
