@@ -3,6 +3,7 @@
 """Price revisions: dated prices of contract lines, price indexes, and
 the billing of periods that span a price change"""
 import datetime as dt
+import tempfile
 from collections import defaultdict
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -11,6 +12,7 @@ from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.modules.product import price_digits
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
+from trytond.report import Report
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
@@ -19,7 +21,8 @@ from turnus.recurrence import to_datetime
 
 from .exceptions import (
     PriceRevisionError, PriceRevisionValidationError, PriceRevisionWarning)
-from .invoice_run import _addresses
+from .invoice_pdf import _convert, _pdf_path, _soffice_command
+from .invoice_run import _addresses, merge_pdfs
 
 METHODS = [
     ('percentage', "Percentage"),
@@ -169,6 +172,15 @@ class PriceRevision(ModelSQL, ModelView):
         ondelete='RESTRICT')
     prices = fields.One2Many(
         'sale.subscription.line.price', 'revision', "Prices", readonly=True)
+    letter_pdf = fields.Binary(
+        "Letters", readonly=True, filename='letter_pdf_name',
+        help="The announcements to the customers who get letters, to "
+        "print.")
+    letter_pdf_name = fields.Function(
+        fields.Char("Letters Name"), 'get_letter_pdf_name')
+
+    def get_letter_pdf_name(self, name):
+        return f'price-letters-{self.date}-{self.id}.pdf'
 
     def get_rec_name(self, name):
         pool = Pool()
@@ -304,8 +316,11 @@ class Subscription(metaclass=PoolMeta):
             customers.setdefault(
                 subscription.invoice_party or subscription.party,
                 subscription)
-        announced = []
+        announced, letters = [], []
         for party, subscription in customers.items():
+            if party.invoice_delivery == 'letter':
+                letters.append(subscription)
+                continue
             language = party.lang.code if party.lang else None
             with Transaction().set_context(
                     language=language, price_revision=revision.id):
@@ -313,6 +328,8 @@ class Subscription(metaclass=PoolMeta):
                 values = Template(template.id).get(cls(subscription.id))
             to = _addresses(values.get('to'))
             if not to:
+                # Without address the customer gets a letter
+                letters.append(subscription)
                 continue
             Email.send(
                 to=to, cc=_addresses(values.get('cc')),
@@ -322,7 +339,58 @@ class Subscription(metaclass=PoolMeta):
                 record=(cls.__name__, subscription.id),
                 reports=values.get('reports'))
             announced.append(subscription)
+        if letters:
+            cls.write_price_letters(revision, letters)
+            announced.extend(letters)
         return announced
+
+    @classmethod
+    def write_price_letters(cls, revision, subscriptions):
+        """Render the announcement letter of the revision for each contract
+        as PDF, attached to the contract, and all of them in one PDF on the
+        revision to print"""
+        pool = Pool()
+        ActionReport = pool.get('ir.action.report')
+        Attachment = pool.get('ir.attachment')
+        Lang = pool.get('ir.lang')
+        ModelData = pool.get('ir.model.data')
+        PriceLetter = pool.get('sale.subscription.price_letter', type='report')
+        action = ActionReport(ModelData.get_id(
+                'recurring_invoice', 'report_price_letter'))
+        data = {'model': cls.__name__, 'action_id': action.id}
+        command = _soffice_command()
+        documents, attachments = [], []
+        lang = Lang.get()
+        with tempfile.TemporaryDirectory(
+                prefix='trytond-price-letter-') as directory:
+            filenames = {}
+            with Transaction().set_context(price_revision=revision.id):
+                for subscription in subscriptions:
+                    oext, content, _, _ = PriceLetter.execute(
+                        [subscription.id], data)
+                    filename = f'{subscription.id}.{oext}'
+                    with open(f'{directory}/{filename}', 'wb') as file:
+                        file.write(content)
+                    filenames[subscription] = filename
+            failures = _convert(command, directory, list(filenames.values()))
+            for subscription, filename in filenames.items():
+                path = _pdf_path(directory, filename)
+                if filename in failures or not path.exists():
+                    raise PriceRevisionError(gettext(
+                            'recurring_invoice.msg_price_letter_failed',
+                            subscription=subscription.rec_name,
+                            reason=failures.get(filename) or ''))
+                document = path.read_bytes()
+                documents.append(document)
+                attachments.append(Attachment(
+                        resource=subscription,
+                        name=gettext(
+                            'recurring_invoice.msg_price_letter_name',
+                            date=lang.strftime(revision.date, '%Y-%m-%d')),
+                        type='data', data=document))
+        Attachment.save(attachments)
+        revision.letter_pdf = merge_pdfs(documents)
+        revision.save()
 
     @classmethod
     def revise_prices(cls, lines, date, method, value=None, index=None,
@@ -530,6 +598,15 @@ class Subscription(metaclass=PoolMeta):
         if to_save:
             InvoiceLine.save(to_save)
             Invoice.update_taxes(list(invoices))
+
+
+class PriceLetter(Report):
+    __name__ = 'sale.subscription.price_letter'
+
+    @classmethod
+    def execute(cls, ids, data):
+        with Transaction().set_context(address_with_party=True):
+            return super().execute(ids, data)
 
 
 class RevisePricesStart(ModelView):
