@@ -1116,6 +1116,50 @@ def setup_pauses(today):
             + f": {reason}")
 
 
+# The consumer price index for the method "Index" of Revise Prices (sample
+# values, not the published ones): the first of each month, from a year
+# ago to next January
+PRICE_INDEX = "VPI 2020=100 (Beispielwerte)"
+
+
+def setup_price_revision(today):
+    """A price index with monthly values, and the lines that posted
+    invoices bill beyond the first of next year kept from price revisions:
+    they were paid in advance at their price"""
+    from proteus import Model
+    Index = Model.get('sale.subscription.price_index')
+    InvoiceLine = Model.get('account.invoice.line')
+    Line = Model.get('sale.subscription.line')
+    if not Index.find([('name', '=', PRICE_INDEX)]):
+        index = Index(name=PRICE_INDEX)
+        month = today.replace(day=1) - relativedelta(years=1)
+        value = Decimal('118.2')
+        while month <= dt.date(today.year + 1, 1, 1):
+            index.values.new(date=month, value=value)
+            month += relativedelta(months=1)
+            value += Decimal('0.2')
+        index.save()
+        log(f"price index {PRICE_INDEX} with {len(index.values)} values")
+    revision = dt.date(today.year + 1, 1, 1)
+    prefix = f'{Line.__name__},'
+    paid = {l.origin.id for l in InvoiceLine.find([
+                ('invoice.type', '=', 'out'),
+                ('invoice.state', 'in', ['validated', 'posted', 'paid']),
+                ('service_end_date', '>=', revision),
+                ('origin', 'like', f'{prefix}%'),
+                ])}
+    lines = [l for l in Line.browse(list(paid)) if l.revise_prices]
+    for line in lines:
+        line.revise_prices = False
+    if lines:
+        Line.save(lines)
+        references = sorted({
+                l.subscription.reference or str(l.subscription.id)
+                for l in lines})
+        log(f"never revised (paid in advance beyond {revision}): "
+            + ', '.join(references))
+
+
 def setup_datev(company, customers):
     """The DATEV settings of the company (numbers, chart, the folder
     target DATEV_TARGET_NAME in DATEV_DIR), the automatic accounts, the
@@ -2098,6 +2142,7 @@ def main(database, config_file, date=None, generate=True, contracts=True):
         create_additional_invoice(config, today, materials)
         setup_collective_invoices(config, today)
         setup_pauses(today)
+        setup_price_revision(today)
     setup_dispatch_sequence()
     technicians = setup_technicians(company)
     dispatch_contracts = setup_dispatch_contracts(services)

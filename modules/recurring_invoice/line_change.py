@@ -327,7 +327,8 @@ class ChangeLine(Wizard):
         if self.model and self.model.__name__ == 'sale.subscription.line':
             line = self.record
         else:
-            line = self.record.lines[0] if len(self.record.lines) == 1 else None
+            lines = self.record.lines
+            line = lines[0] if len(lines) == 1 else None
             values['subscription'] = self.record.id
         if line:
             values.update({
