@@ -1118,29 +1118,36 @@ def setup_pauses(today):
 
 # The consumer price index for the method "Index" of Revise Prices (sample
 # values, not the published ones): the first of each month, from a year
-# ago to next January
+# ago to next March
 PRICE_INDEX = "VPI 2020=100 (Beispielwerte)"
+# The contract (quarterly in advance) whose next invoice is planned so
+# that it spans the default date of Revise Prices
+PRICE_SPLIT_CONTRACT = 15
 
 
 def setup_price_revision(today):
     """A price index with monthly values, and the lines that posted
-    invoices bill beyond the first of next year kept from price revisions:
-    they were paid in advance at their price"""
-    from proteus import Model
+    invoices bill beyond the default date of Revise Prices (the first of
+    next year, or the first of a month six weeks ahead) kept from price
+    revisions: they were paid in advance at their price"""
+    from proteus import Model, Wizard
     Index = Model.get('sale.subscription.price_index')
+    Invoice = Model.get('account.invoice')
     InvoiceLine = Model.get('account.invoice.line')
     Line = Model.get('sale.subscription.line')
     if not Index.find([('name', '=', PRICE_INDEX)]):
         index = Index(name=PRICE_INDEX)
         month = today.replace(day=1) - relativedelta(years=1)
         value = Decimal('118.2')
-        while month <= dt.date(today.year + 1, 1, 1):
+        while month <= dt.date(today.year + 1, 3, 1):
             index.values.new(date=month, value=value)
             month += relativedelta(months=1)
             value += Decimal('0.2')
         index.save()
         log(f"price index {PRICE_INDEX} with {len(index.values)} values")
-    revision = dt.date(today.year + 1, 1, 1)
+    from trytond.modules.recurring_invoice.price import (
+        default_revision_date)
+    revision = default_revision_date(today, 42)
     prefix = f'{Line.__name__},'
     paid = {l.origin.id for l in InvoiceLine.find([
                 ('invoice.type', '=', 'out'),
@@ -1148,7 +1155,22 @@ def setup_price_revision(today):
                 ('service_end_date', '>=', revision),
                 ('origin', 'like', f'{prefix}%'),
                 ])}
-    lines = [l for l in Line.browse(list(paid)) if l.revise_prices]
+    # The next quarter of DEMO-015 (in advance) planned as a draft: the
+    # revision bills it in two parts
+    contract = get_contract(PRICE_SPLIT_CONTRACT)
+    if contract and contract.state == 'running' and not Invoice.find([
+                ('subscription', '=', contract.id),
+                ('subscription_period_start', '<=', revision),
+                ('subscription_period_end', '>=', revision),
+                ]):
+        plan = Wizard('sale.subscription.plan_invoices', [contract])
+        plan.form.horizon = (
+            (revision.year - today.year) * 12 + revision.month - today.month)
+        plan.execute('plan')
+        log(f"contract {contract.reference}: invoices up to {revision} "
+            "planned as drafts")
+    lines = [l for l in Line.find([('id', 'in', list(paid))])
+        if l.revise_prices]
     for line in lines:
         line.revise_prices = False
     if lines:

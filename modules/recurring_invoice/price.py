@@ -32,6 +32,16 @@ METHODS = [
 INDEX_DIGITS = (16, 4)
 
 
+def default_revision_date(today, notice_days):
+    """Return the first of January of next year, or the first day of a
+    month at least notice_days after today if that is later"""
+    date = dt.date(today.year + 1, 1, 1)
+    earliest = today + dt.timedelta(days=notice_days or 0)
+    while date < earliest:
+        date = (date + dt.timedelta(days=31)).replace(day=1)
+    return date
+
+
 class Configuration(metaclass=PoolMeta):
     __name__ = 'sale.configuration'
 
@@ -689,9 +699,11 @@ class RevisePrices(Wizard):
         pool = Pool()
         Date = pool.get('ir.date')
         today = Date.today()
+        Configuration = pool.get('sale.configuration')
         currency = self.records[0].currency if self.records else None
+        days = Configuration(1).price_notice_days
         return {
-            'date': dt.date(today.year + 1, 1, 1),
+            'date': default_revision_date(today, days),
             'method': 'percentage',
             'notify': True,
             'digits': currency.digits if currency else 2,
