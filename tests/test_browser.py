@@ -736,6 +736,60 @@ class WebClientTest(BrowserTestCase):
                 for p in pauses],
             [(start, None, "Praxis im Umbau")])
 
+    def test_9c_revise_prices(self):
+        """Every contract: Revise Prices by 3 % from the proposed date,
+        preview, revise: the customers told, DEMO-015's planned quarter
+        billed in two parts"""
+        from trytond.modules.recurring_invoice.price import (
+            default_revision_date)
+        sao = self.sao
+        date = default_revision_date(dt.date.today(), 42)
+        mails = len(self.search_read('ir.email', [], ['id']))
+        with self.step("Recurring Invoices, tab All: select every contract"):
+            sao.open_menu('Sales', 'Recurring Invoices')
+            sao.wait_view('tree')
+            sao.tab_domain('All')
+            rows = sao.wait_rows(minimum=20)
+            for row in rows:
+                sao.select_row(row)
+        with self.step("Actions › Revise Prices: the proposed date"):
+            entries = sao.toolbar_menu('action')
+            entry, = [e for e in entries if e.text == 'Revise Prices']
+            sao.click(entry)
+            wizard = sao.wizard()
+            sao.wait(lambda d: sao.value('date', wizard),
+                "the proposed date")
+            self.assertEqual(sao.value('date', wizard), sao.format_date(date))
+            self.assertEqual(
+                sao.selection('method', wizard)[0], 'percentage')
+            sao.set_char('value', '3', wizard)
+        with self.step("Preview: each line with its old and new price"):
+            sao.dialog_button(wizard, 'Preview')
+            preview = sao.wait_rows(wizard, minimum=10)
+            self.assertIn('New Price', sao.column_titles(wizard))
+        with self.step("Revise"):
+            sao.dialog_button(wizard, 'Revise')
+            sao.wait_closed(wizard)
+            sao.wait_no_error()
+        revisions = self.search_read(
+            'sale.subscription.price_revision', [('date', '=', date)],
+            ['prices', 'letter_pdf_name'])
+        self.assertEqual(len(revisions), 1)
+        self.assertGreaterEqual(len(revisions[0]['prices']), len(preview))
+        self.assertGreater(
+            len(self.search_read('ir.email', [], ['id'])), mails)
+        lines = self.search_read(
+            'account.invoice.line', [
+                ('invoice.subscription.reference', '=', 'DEMO-015'),
+                ('invoice.state', '=', 'draft'),
+                ('invoice.subscription_period_start', '<=', date),
+                ('invoice.subscription_period_end', '>=', date),
+                ('type', '=', 'line'),
+                ], ['service_start_date', 'service_end_date'])
+        starts = {_date(l['service_start_date']) for l in lines}
+        self.assertIn(date, starts)
+        self.assertEqual(len(starts), 2)
+
 
 class DemoUsersTest(BrowserTestCase):
     """The demo's users: admin works in German, demo-en in English
