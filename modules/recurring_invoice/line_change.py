@@ -32,6 +32,23 @@ class InvoiceLine(metaclass=PoolMeta):
 class Subscription(metaclass=PoolMeta):
     __name__ = 'sale.subscription'
 
+    waiting_invoice_lines = fields.Function(fields.Many2Many(
+            'account.invoice.line', None, None,
+            "Waiting for the Next Invoice",
+            readonly=True,
+            states={
+                'invisible': ~Eval('waiting_invoice_lines'),
+                },
+            help="The differences of changes of lines that the next "
+            "invoice of the contract bills."),
+        'get_waiting_invoice_lines')
+
+    @classmethod
+    def get_waiting_invoice_lines(cls, subscriptions, name):
+        waiting = cls._get_waiting_invoice_lines(subscriptions)
+        return {
+            s.id: [l.id for l in waiting.get(s, [])] for s in subscriptions}
+
     @classmethod
     def change_lines(cls, changes):
         """Change the lines from a date on: changes is a list of (line,
