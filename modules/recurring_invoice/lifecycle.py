@@ -79,7 +79,7 @@ def grouped_writes(values):
         groups[tuple(sorted(record_values.items()))].append(record)
     args = []
     for key, records in groups.items():
-        for sub_records in grouped_slice(records):
+        for sub_records in grouped_slice(records, backend.MAX_QUERY_PARAMS):
             args.extend([list(sub_records), dict(key)])
     return args
 
@@ -679,7 +679,8 @@ class Subscription(metaclass=PoolMeta):
         today = Date.today()
         # One search for all the contracts
         by_subscription = defaultdict(list)
-        for sub_ids in grouped_slice([s.id for s in subscriptions]):
+        for sub_ids in grouped_slice(
+                [s.id for s in subscriptions], backend.MAX_QUERY_PARAMS):
             for line in InvoiceLine.search([
                         ('invoice.subscription', 'in', list(sub_ids)),
                         ('invoice.type', '=', 'out'),

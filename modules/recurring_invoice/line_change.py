@@ -6,6 +6,7 @@ import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import ModelView, fields
 from trytond.modules.product import price_digits
@@ -281,7 +282,8 @@ class Subscription(metaclass=PoolMeta):
         for key, lines in super()._get_waiting_invoice_lines(
                 subscriptions).items():
             result[key].extend(lines)
-        for sub_ids in grouped_slice([s.id for s in subscriptions]):
+        for sub_ids in grouped_slice(
+                [s.id for s in subscriptions], backend.MAX_QUERY_PARAMS):
             for line in InvoiceLine.search([
                         ('invoice', '=', None),
                         ('invoice_type', '=', 'out'),

@@ -6,6 +6,7 @@ import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
@@ -203,7 +204,8 @@ class Subscription(metaclass=PoolMeta):
         lang = Lang.get()
         first = min(start for start, _ in intervals.values())
         by_subscription = defaultdict(list)
-        for sub_ids in grouped_slice([s.id for s in subscriptions]):
+        for sub_ids in grouped_slice(
+                [s.id for s in subscriptions], backend.MAX_QUERY_PARAMS):
             for line in InvoiceLine.search([
                         ('invoice.subscription', 'in', list(sub_ids)),
                         ('invoice.type', '=', 'out'),
@@ -305,7 +307,8 @@ class Subscription(metaclass=PoolMeta):
         subscriptions = list(resumed)
         intervals = {s: interval for s, (_, interval) in resumed.items()}
         periods = defaultdict(list)
-        for sub_ids in grouped_slice([s.id for s in subscriptions]):
+        for sub_ids in grouped_slice(
+                [s.id for s in subscriptions], backend.MAX_QUERY_PARAMS):
             for period in Period.search([
                         ('subscription', 'in', list(sub_ids)),
                         ('invoice.state', '!=', 'cancelled'),

@@ -7,6 +7,7 @@ import tempfile
 from collections import defaultdict
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.modules.product import price_digits
@@ -122,7 +123,7 @@ class PriceIndexValue(ModelSQL, ModelView):
     def check_unique_date(cls, values, field_names=None):
         if field_names and not (field_names & {'index', 'date'}):
             return
-        for sub_values in grouped_slice(values):
+        for sub_values in grouped_slice(values, backend.MAX_QUERY_PARAMS):
             sub_values = list(sub_values)
             others = cls.search([
                     ('index', 'in', list({v.index.id for v in sub_values})),
@@ -433,14 +434,15 @@ class Subscription(metaclass=PoolMeta):
                     quantity=line.get_quantity(date), revision=revision))
         for sub_prices in grouped_slice(prices, 100):
             LinePrice.save(list(sub_prices))
-        # The line shows its latest price
+        # The line shows its latest price: the new one (no row is later)
         latest = defaultdict(list)
-        for line in Line.browse([l for l, _, _ in changes]):
-            price = max(line.prices, key=lambda p: p.date).unit_price
+        for line, _, new_price in changes:
+            price = new_price.quantize(exp)
             if price != line.unit_price:
                 latest[price].append(line)
         for price, price_lines in latest.items():
-            for sub_lines in grouped_slice(price_lines):
+            for sub_lines in grouped_slice(
+                    price_lines, backend.MAX_QUERY_PARAMS):
                 to_write.extend([list(sub_lines), {'unit_price': price}])
         if to_write:
             Line.write(*to_write)
@@ -516,7 +518,7 @@ class Subscription(metaclass=PoolMeta):
         Lang = pool.get('ir.lang')
         lang = Lang.get()
         lines = [l for l, _, _ in changes]
-        for sub_lines in grouped_slice(lines):
+        for sub_lines in grouped_slice(lines, backend.MAX_QUERY_PARAMS):
             posted = InvoiceLine.search([
                     ('origin', 'in', [
                             str(l) for l in sub_lines]),
@@ -553,7 +555,7 @@ class Subscription(metaclass=PoolMeta):
         Invoice = pool.get('account.invoice')
         InvoiceLine = pool.get('account.invoice.line')
         groups = defaultdict(list)
-        for sub_lines in grouped_slice(lines):
+        for sub_lines in grouped_slice(lines, backend.MAX_QUERY_PARAMS):
             for invoice_line in InvoiceLine.search([
                         ('origin', 'in', [str(l) for l in sub_lines]),
                         ('invoice.type', '=', 'out'),
@@ -697,10 +699,12 @@ class RevisePrices(Wizard):
 
     def default_start(self, fields):
         pool = Pool()
-        Date = pool.get('ir.date')
-        today = Date.today()
         Configuration = pool.get('sale.configuration')
-        currency = self.records[0].currency if self.records else None
+        Date = pool.get('ir.date')
+        Subscription = pool.get('sale.subscription')
+        today = Date.today()
+        ids = Transaction().context.get('active_ids') or []
+        currency = Subscription(ids[0]).currency if ids else None
         days = Configuration(1).price_notice_days
         return {
             'date': default_revision_date(today, days),
@@ -709,11 +713,24 @@ class RevisePrices(Wizard):
             'digits': currency.digits if currency else 2,
             }
 
+    def _lines(self):
+        """The lines of the contracts, read in slices: a slice shares its
+        cache (prices, contract) instead of reading them per contract"""
+        pool = Pool()
+        Line = pool.get('sale.subscription.line')
+        lines = []
+        ids = Transaction().context.get('active_ids') or []
+        for sub_ids in grouped_slice(ids, backend.MAX_QUERY_PARAMS):
+            lines.extend(Line.search([
+                        ('subscription', 'in', list(sub_ids)),
+                        ], order=[('subscription', 'ASC'), ('id', 'ASC')]))
+        return lines
+
     def _changes(self):
         pool = Pool()
         Subscription = pool.get('sale.subscription')
         start = self.start
-        lines = [l for s in self.records for l in s.lines]
+        lines = self._lines()
         changes = Subscription.get_price_changes(
             lines, start.date, start.method, value=start.value,
             index=start.index, digits=start.digits)
@@ -774,7 +791,7 @@ class RevisePrices(Wizard):
                         'recurring_invoice.msg_price_short_notice_warning',
                         date=lang.strftime(start.date), days=days,
                         earliest=lang.strftime(earliest)))
-        lines = [l for s in self.records for l in s.lines]
+        lines = self._lines()
         Subscription.revise_prices(
             lines, start.date, start.method, value=start.value,
             index=start.index, digits=start.digits, notify=start.notify)

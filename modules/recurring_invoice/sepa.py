@@ -6,6 +6,7 @@ core's draft payments with the customer's mandate, grouped per run, and the
 invoices of direct-debit contracts carry the pre-notification"""
 from collections import defaultdict
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields
 from trytond.modules.company.model import CompanyValueMixin
@@ -156,7 +157,8 @@ class Run(metaclass=PoolMeta):
         pool = Pool()
         Line = pool.get('account.invoice.run.line')
         groups = {r.id: set() for r in runs}
-        for sub_ids in grouped_slice([r.id for r in runs]):
+        for sub_ids in grouped_slice(
+                [r.id for r in runs], backend.MAX_QUERY_PARAMS):
             for line in Line.search([
                         ('run', 'in', list(sub_ids)),
                         ('payment.group', '!=', None),
@@ -192,7 +194,8 @@ class Run(metaclass=PoolMeta):
         groups, to_write = [], []
         for run, line_ids in move_lines.items():
             payments = []
-            for sub_ids in grouped_slice(sorted(line_ids)):
+            for sub_ids in grouped_slice(
+                    sorted(line_ids), backend.MAX_QUERY_PARAMS):
                 payments.extend(Payment.search([
                             ('line', 'in', list(sub_ids)),
                             ('group', '=', None),
