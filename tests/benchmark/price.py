@@ -382,6 +382,7 @@ def turnus(spec):
                 "no error"))
 
     def revise_again():
+        # The lines as a script would take them, contract by contract
         lines = [l for s in Subscription.browse(ids) for l in s.lines]
         Subscription.revise_prices(lines, date, 'percentage', value=PERCENT,
             digits=DIGITS, notify=False)
@@ -649,10 +650,13 @@ def section(session, machine, measurements):
         "date must be refused with `PriceRevisionError`, both by the "
         "wizard's Preview and by `revise_prices` called directly, and "
         "change nothing (\"2nd revision\": the time `revise_prices` takes "
-        "to refuse). Time is the wall time of the calls, the median of "
-        "the runs; CPU the measuring process's (not the database "
-        "server's); queries the SQL statements it sent; peak RSS its "
-        "ru_maxrss after the first run (pool loaded included), growth "
+        "to refuse, called on the lines of the contracts read contract by "
+        "contract, `[l for s in contracts for l in s.lines]`, as a script "
+        "would; the wizard reads them in slices and its refusing Preview "
+        "is in the list below the table). Time is the wall time of the "
+        "calls, the median of the runs; CPU the measuring process's (not "
+        "the database server's); queries the SQL statements it sent; peak "
+        "RSS its ru_maxrss after the first run (pool loaded included), growth "
         "that minus its RSS just before.")
     add("")
     rows, notes = [], []
